@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, dependencies, routes and problem-details errors."""

@@ -1,0 +1,74 @@
+"""The application factory: routes, errors, OpenAPI, and the lifespan that owns the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+
+from eventflow import __version__
+from eventflow.api import problems
+from eventflow.api.routes import auth, events, health, stats
+from eventflow.config import Settings
+from eventflow.ingest.validation import BatchIn, EventIn
+from eventflow.services import Services
+
+ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
+    """Build the API; ``open_services`` decides what else runs in this process (workers…)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="EventFlow",
+        version=__version__,
+        summary="Durable event ingestion and processing",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+    )
+    problems.install(app)
+    for module in (auth, events, stats, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router, include_in_schema=False)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.openapi = _openapi_with_models(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_models(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The ingest routes read raw bodies (one fast validation path); document their models."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (EventIn, BatchIn):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build

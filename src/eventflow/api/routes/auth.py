@@ -1,0 +1,131 @@
+"""Accounts: register, log in (JSON or OAuth2 form), and who am I."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from eventflow.api.body import read_body
+from eventflow.api.deps import ServicesDep, UserId
+from eventflow.api.schemas import LoginIn, RegisterIn, TokenOut, UserOut
+from eventflow.clock import iso, now_ms
+from eventflow.db.rows import UserRow
+from eventflow.errors import MalformedJson, NotFound, Unauthorized, ValidationFailed
+from eventflow.ids import new_id
+from eventflow.ingest.validation import check_json_content_type, parse_json_object
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_MAX_AUTH_BODY = 16 * 1024
+_BAD_LOGIN = "Incorrect email or password"
+
+
+def _user_out(user: UserRow) -> UserOut:
+    return UserOut(id=user.id, email=user.email, created_at=iso(user.created_at) or "")
+
+
+def _validated(model: type[RegisterIn] | type[LoginIn], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ValidationFailed(f"{where}: {first['msg']}", errors=errors) from exc
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=UserOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RegisterIn.model_json_schema()}},
+        }
+    },
+    responses={409: {"description": "The email is taken"}, 422: {"description": "Invalid"}},
+)
+async def register(request: Request, services: ServicesDep) -> UserOut:
+    """Create an account. Emails are case-insensitive; passwords need 8 characters or more."""
+    check_json_content_type(request.headers.get("content-type"))
+    data = parse_json_object(await read_body(request, _MAX_AUTH_BODY))
+    form: RegisterIn = _validated(RegisterIn, data)
+    email = form.email.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise ValidationFailed(
+            "email: not a valid email address",
+            errors=[{"loc": ["email"], "msg": "not a valid email address", "type": "email"}],
+        )
+    user = UserRow(
+        id=new_id(),
+        email=email,
+        password_hash=await services.passwords.hash(form.password),
+        created_at=now_ms(),
+    )
+    return _user_out(await services.users.create(user))
+
+
+@router.post(
+    "/login",
+    response_model=TokenOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": LoginIn.model_json_schema()},
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "username": {"type": "string", "description": "Your email"},
+                            "password": {"type": "string"},
+                        },
+                        "required": ["username", "password"],
+                    }
+                },
+            },
+        }
+    },
+    responses={401: {"description": "Unknown email or wrong password"}},
+)
+async def login(request: Request, services: ServicesDep) -> TokenOut:
+    """Exchange email and password for a bearer token (JSON, or the OAuth2 password form)."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    body = await read_body(request, _MAX_AUTH_BODY)
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(body.decode(), strict_parsing=False)
+        except UnicodeDecodeError as exc:
+            raise MalformedJson("The form body is not valid UTF-8") from exc
+        data: dict[str, Any] = {
+            "email": (fields.get("username") or fields.get("email") or [""])[0],
+            "password": (fields.get("password") or [""])[0],
+        }
+    else:
+        check_json_content_type(request.headers.get("content-type"))
+        data = parse_json_object(body)
+    form: LoginIn = _validated(LoginIn, data)
+    user = await services.users.by_email(form.email.strip().lower())
+    valid = await services.passwords.verify(user.password_hash if user else None, form.password)
+    if user is None or not valid:
+        raise Unauthorized(_BAD_LOGIN)
+    services.known_users.add(user.id)
+    issued = services.tokens.issue(user.id)
+    return TokenOut(access_token=issued.access_token, expires_in=issued.expires_in)
+
+
+@router.get("/me", response_model=UserOut)
+async def me(user_id: UserId, services: ServicesDep) -> UserOut:
+    """The account the token belongs to."""
+    user = await services.users.by_id(user_id)
+    if user is None:
+        raise NotFound("The account no longer exists")
+    return _user_out(user)

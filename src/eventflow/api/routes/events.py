@@ -1,0 +1,222 @@
+"""Events: ingest (single and batch), list, detail, replay."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from eventflow.api.body import read_body
+from eventflow.api.deps import ServicesDep, UserId
+from eventflow.api.schemas import (
+    AcceptedOut,
+    AttemptOut,
+    BatchAcceptedOut,
+    EventOut,
+    EventPage,
+    EventSummary,
+    ReplayOut,
+    StatusName,
+)
+from eventflow.clock import iso
+from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status
+from eventflow.errors import Conflict, NotFound, ValidationFailed
+from eventflow.ids import parse_id
+from eventflow.ingest.validation import (
+    BatchIn,
+    EventIn,
+    check_idempotency_key,
+    check_json_content_type,
+    parse_batch,
+    parse_event,
+)
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+_ENVELOPE_SLACK = 16 * 1024
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _body_schema(model: type[EventIn] | type[BatchIn]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                }
+            },
+        }
+    }
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AcceptedOut,
+    openapi_extra=_body_schema(EventIn),
+    responses={
+        400: {"description": "Malformed JSON"},
+        413: {"description": "Body or payload too large"},
+        415: {"description": "Not JSON"},
+        422: {"description": "Invalid event"},
+        503: {"description": "Not stored (backpressure or database down): retry"},
+    },
+)
+async def ingest_one(
+    request: Request,
+    services: ServicesDep,
+    user_id: UserId,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="A repeat with the same key returns the first event; nothing new"),
+    ] = None,
+) -> Response:
+    """Accept one event: 202 once it is durably stored; processing happens asynchronously."""
+    settings = services.settings
+    check_json_content_type(request.headers.get("content-type"))
+    key = check_idempotency_key(idempotency_key)
+    body = await read_body(request, settings.max_payload_bytes + _ENVELOPE_SLACK)
+    event = parse_event(body, settings.max_payload_bytes)
+    (stored,) = await services.writer.submit(user_id, [event], key)
+    return _json(
+        202,
+        {"id": stored.id, "status": stored.status.value, "created_at": iso(stored.created_at)},
+    )
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchAcceptedOut,
+    openapi_extra=_body_schema(BatchIn),
+    responses={
+        413: {"description": "Body or a payload too large"},
+        422: {"description": "An invalid item (named by index); nothing was stored"},
+        503: {"description": "Not stored: retry"},
+    },
+)
+async def ingest_batch(request: Request, services: ServicesDep, user_id: UserId) -> Response:
+    """Accept 1 to 1,000 events all-or-nothing, in one transaction."""
+    settings = services.settings
+    check_json_content_type(request.headers.get("content-type"))
+    body = await read_body(request, settings.max_batch_bytes)
+    events = parse_batch(body, settings.max_payload_bytes)
+    stored = await services.writer.submit(user_id, events)
+    return _json(
+        202,
+        {
+            "accepted": len(stored),
+            "events": [{"id": s.id, "status": s.status.value} for s in stored],
+        },
+    )
+
+
+@router.get("", response_model=EventPage)
+async def list_events(
+    services: ServicesDep,
+    user_id: UserId,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    status: StatusName | None = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+) -> EventPage:
+    """Your events, newest first."""
+    before = None
+    if cursor is not None:
+        before = parse_id(cursor)
+        if before is None:
+            raise ValidationFailed(
+                "cursor: not a cursor this API returned",
+                errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value"}],
+            )
+    rows, more = await services.queries.page(
+        user_id,
+        limit=limit,
+        before_id=before,
+        status=Status(status) if status else None,
+        type_=type,
+    )
+    return EventPage(
+        items=[_summary(r) for r in rows], next_cursor=rows[-1].id if more and rows else None
+    )
+
+
+@router.post("/retry-failed", status_code=202, response_model=ReplayOut)
+async def retry_failed(services: ServicesDep, user_id: UserId) -> ReplayOut:
+    """Replay every one of your failed events."""
+    ids = await services.queries.replay_failed(user_id)
+    await services.broker.publish(ids)
+    return ReplayOut(replayed=len(ids), ids=ids)
+
+
+@router.get("/{event_id}", response_model=EventOut, responses={404: {"description": "Not yours"}})
+async def get_event(event_id: str, services: ServicesDep, user_id: UserId) -> EventOut:
+    """One event with its attempts, last error and result."""
+    row = await _owned(services, user_id, event_id)
+    history = await services.queries.attempts(row.id)
+    return EventOut(
+        **_summary(row).model_dump(),
+        result=orjson.loads(row.result) if row.result else None,
+        idempotency_key=row.idempotency_key,
+        started_at=iso(row.started_at),
+        attempts=[_attempt(a) for a in history],
+    )
+
+
+@router.post(
+    "/{event_id}/retry",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses={404: {"description": "Not yours"}, 409: {"description": "Not failed/completed"}},
+)
+async def retry_event(event_id: str, services: ServicesDep, user_id: UserId) -> AcceptedOut:
+    """Replay a failed or completed event: queued again with a fresh attempt budget."""
+    row = await _owned(services, user_id, event_id)
+    replayed = await services.queries.replay(user_id, [row.id])
+    if not replayed:
+        current = await _owned(services, user_id, event_id)
+        allowed = " or ".join(s.value for s in REPLAYABLE)
+        raise Conflict(f"Only {allowed} events can be replayed; this one is {current.status}")
+    await services.broker.publish(replayed)
+    return AcceptedOut(id=row.id, status="queued", created_at=iso(row.created_at) or "")
+
+
+async def _owned(services: ServicesDep, user_id: str, event_id: str) -> EventRow:
+    canonical = parse_id(event_id)
+    row = await services.queries.get(user_id, canonical) if canonical else None
+    if row is None:
+        raise NotFound(f"No event {event_id!r} exists for this account")
+    return row
+
+
+def _summary(row: EventRow) -> EventSummary:
+    return EventSummary(
+        id=row.id,
+        type=row.type,
+        status=row.status.value,
+        attempt_count=row.attempts,
+        payload=orjson.loads(row.payload),
+        last_error=row.last_error,
+        created_at=iso(row.created_at) or "",
+        updated_at=iso(row.updated_at) or "",
+        available_at=iso(row.available_at) or "",
+        completed_at=iso(row.completed_at),
+    )
+
+
+def _attempt(a: AttemptRow) -> AttemptOut:
+    return AttemptOut(
+        number=a.number,
+        outcome=a.outcome,
+        error=a.error,
+        worker=a.worker,
+        started_at=iso(a.started_at) or "",
+        finished_at=iso(a.finished_at) or "",
+        duration_ms=a.finished_at - a.started_at,
+    )

@@ -1,0 +1,1 @@
+"""Brokers carry "this event is ready" hints from writers to workers."""

@@ -1,0 +1,1 @@
+"""Database access: tables, repositories and migrations."""

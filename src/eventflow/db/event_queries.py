@@ -1,0 +1,168 @@
+"""Per-user questions about events (listing, detail, stats) and replays, as the API asks them.
+
+Every query is scoped by ``user_id``: a user can never see or touch another user's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.clock import now_ms
+from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
+from eventflow.db.tables import attempts, events
+from eventflow.ids import uuid7_floor
+
+_LATENCY_WINDOW_MS = 5 * 60_000
+_LATENCY_SAMPLE = 2000
+_REPLAYABLE_VALUES = tuple(s.value for s in REPLAYABLE)
+
+
+class EventQueries:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, user_id: str, event_id: str) -> EventRow | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(events).where(events.c.id == event_id, events.c.user_id == user_id)
+                )
+            ).first()
+        return _event_row(row._mapping) if row is not None else None
+
+    async def attempts(self, event_id: str) -> list[AttemptRow]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(attempts)
+                .where(attempts.c.event_id == event_id)
+                .order_by(attempts.c.number, attempts.c.id)
+            )
+            return [
+                AttemptRow(
+                    number=r.number,
+                    outcome=r.outcome,
+                    error=r.error,
+                    worker=r.worker,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                )
+                for r in rows
+            ]
+
+    async def page(
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        before_id: str | None = None,
+        status: Status | None = None,
+        type_: str | None = None,
+    ) -> tuple[list[EventRow], bool]:
+        """Newest first; answers the rows and whether older ones exist."""
+        query = sa.select(events).where(events.c.user_id == user_id)
+        if before_id is not None:
+            query = query.where(events.c.id < before_id)
+        if status is not None:
+            query = query.where(events.c.status == status.value)
+        if type_ is not None:
+            query = query.where(events.c.type == type_)
+        query = query.order_by(events.c.id.desc()).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_event_row(r._mapping) for r in rows[:limit]], len(rows) > limit
+
+    async def counts(self, user_id: str) -> StatusCounts:
+        now = now_ms()
+        async with self._engine.connect() as conn:
+            by_status = {
+                r.status: int(r.n)
+                for r in await conn.execute(
+                    sa.select(events.c.status, sa.func.count().label("n"))
+                    .where(events.c.user_id == user_id)
+                    .group_by(events.c.status)
+                )
+            }
+            # Ids are UUIDv7, so "created in the last minute" is an index range on the id.
+            ingested = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(events.c.user_id == user_id, events.c.id >= uuid7_floor(now - 60_000))
+            )
+            completed = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(
+                    events.c.user_id == user_id,
+                    events.c.completed_at >= now - 60_000,
+                    events.c.status == Status.COMPLETED.value,
+                )
+            )
+            latencies = await conn.scalars(
+                sa.select(events.c.completed_at - events.c.created_at)
+                .where(
+                    events.c.user_id == user_id,
+                    events.c.completed_at >= now - _LATENCY_WINDOW_MS,
+                    events.c.status == Status.COMPLETED.value,
+                )
+                .order_by(events.c.completed_at.desc())
+                .limit(_LATENCY_SAMPLE)
+            )
+            return StatusCounts(
+                by_status=by_status,
+                ingested_last_minute=int(ingested or 0),
+                completed_last_minute=int(completed or 0),
+                latencies_ms=sorted(int(v) for v in latencies),
+            )
+
+    async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]:
+        """Queue ``failed``/``completed`` events again with a fresh attempt budget."""
+        return await self._replay(
+            sa.and_(events.c.user_id == user_id, events.c.id.in_(event_ids))
+        )
+
+    async def replay_failed(self, user_id: str) -> list[str]:
+        return await self._replay(
+            sa.and_(events.c.user_id == user_id, events.c.status == Status.FAILED.value)
+        )
+
+    async def _replay(self, which: sa.ColumnElement[bool]) -> list[str]:
+        now = now_ms()
+        stmt = (
+            sa.update(events)
+            .where(which, events.c.status.in_(_REPLAYABLE_VALUES))
+            .values(
+                status=Status.QUEUED.value,
+                attempt_base=events.c.attempts,
+                available_at=now,
+                # The API publishes the hint right after this commit.
+                dispatched_at=now,
+                completed_at=None,
+                updated_at=now,
+            )
+            .returning(events.c.id)
+        )
+        async with self._engine.begin() as conn:
+            return [str(r.id) for r in await conn.execute(stmt)]
+
+
+def _event_row(m: Any) -> EventRow:
+    return EventRow(
+        id=str(m["id"]),
+        user_id=str(m["user_id"]),
+        type=m["type"],
+        payload=m["payload"],
+        status=Status(m["status"]),
+        attempts=m["attempts"],
+        available_at=m["available_at"],
+        idempotency_key=m["idempotency_key"],
+        result=m["result"],
+        last_error=m["last_error"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        completed_at=m["completed_at"],
+    )

@@ -1,0 +1,116 @@
+"""Plain records passed between the repositories and the rest of the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+REPLAYABLE = (Status.COMPLETED, Status.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    user_id: str
+    type: str
+    payload: str
+    status: Status
+    available_at: int
+    created_at: int
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """What the writer answers for one accepted event (new, or the idempotent original)."""
+
+    id: str
+    status: Status
+    created_at: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    email: str
+    password_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    number: int
+    outcome: str
+    error: str | None
+    worker: str
+    started_at: int
+    finished_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: str
+    user_id: str
+    type: str
+    payload: str
+    status: Status
+    attempts: int
+    available_at: int
+    idempotency_key: str | None
+    result: str | None
+    last_error: str | None
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    completed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An event this worker now owns (status ``processing``, lease held by ``lease_owner``)."""
+
+    id: str
+    user_id: str
+    type: str
+    payload: str
+    attempt: int
+    attempt_base: int
+    created_at: int
+
+    @property
+    def attempt_in_round(self) -> int:
+        """Attempts since the event was stored or last replayed (what the budget counts)."""
+        return self.attempt - self.attempt_base
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt, written back in the worker's batch update."""
+
+    event_id: str
+    attempt: int
+    status: Status
+    started_at: int
+    finished_at: int
+    result: str | None = None
+    error: str | None = None
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    by_status: dict[str, int]
+    ingested_last_minute: int
+    completed_last_minute: int
+    latencies_ms: list[int]

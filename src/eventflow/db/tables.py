@@ -1,0 +1,98 @@
+"""Table definitions (SQLAlchemy Core); migrations/ creates the same schema on both databases.
+
+Timestamps are integer milliseconds since the Unix epoch: they compare, subtract and index the
+same way on SQLite and PostgreSQL, which keeps every query dialect-neutral.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_Id = sa.Uuid(as_uuid=False)
+_BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+ACTIVE_STATUSES = ("queued", "retrying", "scheduled")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", _Id, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    # UUIDv7: time-ordered, so "newest first" is "highest id first" and ids make stable cursors.
+    sa.Column("id", _Id, primary_key=True),
+    sa.Column(
+        "user_id", _Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("type", sa.String(100), nullable=False),
+    # The exact compact JSON text that was accepted; decoded only when read back.
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # The value of ``attempts`` when the event was last replayed: a replay gets a fresh budget of
+    # EVENTFLOW_MAX_ATTEMPTS while the attempt numbers in the history keep counting up.
+    sa.Column("attempt_base", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("available_at", sa.BigInteger, nullable=False),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    # When a "ready" hint was last handed to the broker; the dispatcher re-publishes rows whose
+    # hint is older than EVENTFLOW_REDISPATCH_AFTER_MS (a lost message, a flushed Redis).
+    sa.Column("dispatched_at", sa.BigInteger, nullable=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("completed_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_events_user_id_id", "user_id", "id"),
+    sa.Index("ix_events_user_id_status_id", "user_id", "status", "id"),
+    sa.Index("ix_events_user_id_type_id", "user_id", "type", "id"),
+    sa.Index("ix_events_user_id_completed_at", "user_id", "completed_at"),
+    sa.Index("uq_events_user_id_idempotency_key", "user_id", "idempotency_key", unique=True),
+    # Partial indexes keep the dispatcher's and the claimer's scans proportional to the work
+    # waiting, not to the size of the history.
+    sa.Index(
+        "ix_events_due",
+        "available_at",
+        postgresql_where=sa.text("status IN ('queued', 'retrying', 'scheduled')"),
+        sqlite_where=sa.text("status IN ('queued', 'retrying', 'scheduled')"),
+    ),
+    sa.Index(
+        "ix_events_lease",
+        "lease_until",
+        postgresql_where=sa.text("status = 'processing'"),
+        sqlite_where=sa.text("status = 'processing'"),
+    ),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", _BigSerial, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id", _Id, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_attempts_event_id_number", "event_id", "number"),
+)

@@ -1,0 +1,94 @@
+"""EventflowError and its narrow subclasses; the API turns each into RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class EventflowError(Exception):
+    """Base of every error EventFlow raises on purpose."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    slug: ClassVar[str] = "internal"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers) if headers is not None else {}
+
+
+class ConfigurationError(EventflowError):
+    """Settings that cannot work; raised at start-up, never per request."""
+
+    title = "Configuration error"
+    slug = "configuration"
+
+
+class BadRequest(EventflowError):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+
+class MalformedJson(BadRequest):
+    title = "Malformed JSON"
+    slug = "malformed-json"
+
+
+class Unauthorized(EventflowError):
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(EventflowError):
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class Conflict(EventflowError):
+    status = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class PayloadTooLarge(EventflowError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class UnsupportedMediaType(EventflowError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+
+class ValidationFailed(EventflowError):
+    status = 422
+    title = "Validation failed"
+    slug = "validation"
+
+
+class ServiceUnavailable(EventflowError):
+    """The request was not stored; the client should retry after ``retry_after`` seconds."""
+
+    status = 503
+    title = "Service unavailable"
+    slug = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})

@@ -1,0 +1,1 @@
+"""The hot path: validation and the group-commit writer."""

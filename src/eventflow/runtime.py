@@ -1,0 +1,105 @@
+"""The composition root: builds every component from the settings, starts and stops them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from eventflow.auth.passwords import Passwords
+from eventflow.auth.tokens import TokenService
+from eventflow.broker.base import Broker
+from eventflow.broker.sql import SqlBroker
+from eventflow.config import Settings
+from eventflow.db.engine import create_engine
+from eventflow.db.event_queries import EventQueries
+from eventflow.db.events import EventRepository
+from eventflow.db.migrate import migrate
+from eventflow.db.users import UserRepository
+from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
+from eventflow.services import Services
+from eventflow.worker.dispatcher import DispatchOptions, Dispatcher
+from eventflow.worker.handlers import builtin_registry, load_modules
+from eventflow.worker.retry import RetryPolicy
+from eventflow.worker.runner import Worker, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: Settings, repo: EventRepository) -> Broker:
+    if settings.redis_url:
+        from eventflow.broker.redis_streams import RedisBroker
+
+        return RedisBroker(settings.redis_url, settings.redis_prefix, repo)
+    return SqlBroker(repo)
+
+
+def make_worker(settings: Settings, broker: Broker, repo: EventRepository) -> Worker:
+    registry = builtin_registry(settings.simulate_latency_ms)
+    load_modules(registry, settings.handler_modules)
+    return Worker(
+        broker,
+        repo,
+        registry,
+        RetryPolicy(settings.max_attempts, settings.retry_base_ms, settings.retry_max_ms),
+        WorkerOptions(
+            concurrency=settings.worker_concurrency,
+            batch_size=settings.worker_batch_size,
+            lease_ms=settings.lease_ms,
+        ),
+    )
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, serve_api: bool = True, run_worker: bool = False
+) -> AsyncIterator[Services]:
+    """Everything a process needs; ``run_worker`` adds a worker and a dispatcher."""
+    async with AsyncExitStack() as stack:
+        engine = create_engine(settings.effective_database_url)
+        stack.push_async_callback(engine.dispose)
+        await migrate(engine)
+        repo = EventRepository(engine)
+        broker = make_broker(settings, repo)
+        await broker.start()
+        stack.push_async_callback(broker.close)
+        writer = GroupCommitWriter(
+            repo,
+            broker,
+            WriterLimits(
+                group_commit_ms=settings.group_commit_ms,
+                group_commit_max=settings.group_commit_max,
+                commit_timeout_ms=settings.commit_timeout_ms,
+                max_queue_depth=settings.max_queue_depth,
+            ),
+        )
+        if serve_api:
+            await writer.start()
+            stack.push_async_callback(writer.close)
+        if run_worker:
+            worker = make_worker(settings, broker, repo)
+            dispatcher = Dispatcher(
+                repo,
+                broker,
+                DispatchOptions(
+                    interval_ms=settings.dispatch_interval_ms,
+                    redispatch_after_ms=settings.redispatch_after_ms,
+                    max_attempts=settings.max_attempts,
+                ),
+            )
+            await worker.start()
+            stack.push_async_callback(worker.stop)
+            await dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+            log.info("worker %s started (broker: %s)", worker.name, broker.name)
+        yield Services(
+            settings=settings,
+            engine=engine,
+            users=UserRepository(engine),
+            events=repo,
+            queries=EventQueries(engine),
+            broker=broker,
+            writer=writer,
+            tokens=TokenService(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
+            passwords=Passwords(),
+        )

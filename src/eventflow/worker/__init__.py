@@ -1,0 +1,1 @@
+"""Processing: the claim loop, handlers, retry policy and the dispatcher."""

@@ -1,0 +1,72 @@
+"""The dispatcher: promotes due delayed events, reclaims dead workers' leases, re-publishes hints.
+
+Every step is one conditional statement, so any number of dispatchers may run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventflow.broker.base import Broker
+
+log = logging.getLogger(__name__)
+
+
+class DispatchStore(Protocol):
+    async def promote_scheduled(self, limit: int = ...) -> int: ...
+
+    async def reclaim_expired(self, max_attempts: int, limit: int = ...) -> int: ...
+
+    async def take_undispatched(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOptions:
+    interval_ms: int = 250
+    redispatch_after_ms: int = 30_000
+    max_attempts: int = 5
+
+
+class Dispatcher:
+    def __init__(self, store: DispatchStore, broker: Broker, options: DispatchOptions) -> None:
+        self._store = store
+        self._broker = broker
+        self._options = options
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def tick(self) -> int:
+        """One pass; answers how many events it moved or re-published."""
+        promoted = await self._store.promote_scheduled()
+        reclaimed = await self._store.reclaim_expired(self._options.max_attempts)
+        if reclaimed:
+            log.warning("reclaimed %d events from workers whose lease expired", reclaimed)
+        published = 0
+        if self._broker.carries_hints:
+            while True:
+                ids = await self._store.take_undispatched(self._options.redispatch_after_ms)
+                if not ids:
+                    break
+                await self._broker.publish(ids)
+                published += len(ids)
+        elif promoted or reclaimed:
+            await self._broker.publish([])
+        return promoted + reclaimed + published
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception as exc:
+                log.warning("dispatcher pass failed, retrying: %r", exc)
+            await asyncio.sleep(self._options.interval_ms / 1000)

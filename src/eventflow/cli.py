@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
@@ -90,7 +90,7 @@ def build_settings(overrides: dict[str, Any]) -> Settings:
         _fail(f"invalid configuration: {problems}")
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"eventflow: {message}", err=True)
     raise typer.Exit(2)
 

@@ -26,34 +26,78 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to")
     port: int = Field(3000, ge=0, le=65535, description="Port of the HTTP server")
-    data_dir: Path = Field(Path(".eventflow"), description="Directory for the embedded SQLite database and the generated JWT secret")
-    database_url: str | None = Field(None, description="postgresql://user:pass@host:port/db, or empty for SQLite in the data directory")
-    redis_url: str | None = Field(None, description="redis://host:port/db: use the Redis Streams broker (unset: the sql broker)")
-    redis_prefix: str = Field("eventflow", description="Prefix of every Redis key, so deployments can share one Redis")
+    data_dir: Path = Field(
+        Path(".eventflow"),
+        description="Directory for the embedded SQLite database and the generated JWT secret",
+    )
+    database_url: str | None = Field(
+        None,
+        description="postgresql://user:pass@host:port/db, or empty for SQLite in the data directory",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db: use the Redis Streams broker (unset: the sql broker)",
+    )
+    redis_prefix: str = Field(
+        "eventflow", description="Prefix of every Redis key, so deployments can share one Redis"
+    )
 
-    jwt_secret: str | None = Field(None, description="HS256 signing secret (32+ characters; required with PostgreSQL)")
-    jwt_ttl_seconds: int = Field(3600, ge=60, le=30 * 24 * 3600, description="Lifetime of access tokens")
+    jwt_secret: str | None = Field(
+        None, description="HS256 signing secret (32+ characters; required with PostgreSQL)"
+    )
+    jwt_ttl_seconds: int = Field(
+        3600, ge=60, le=30 * 24 * 3600, description="Lifetime of access tokens"
+    )
 
-    max_attempts: int = Field(5, ge=1, le=100, description="Attempts before an event is dead-lettered (failed)")
+    max_attempts: int = Field(
+        5, ge=1, le=100, description="Attempts before an event is dead-lettered (failed)"
+    )
     retry_base_ms: int = Field(1000, ge=1, description="First retry delay; doubles per attempt")
     retry_max_ms: int = Field(300_000, ge=1, description="Upper bound of the retry delay")
-    worker_concurrency: int = Field(64, ge=1, le=10_000, description="Handlers running at once per worker process")
+    worker_concurrency: int = Field(
+        64, ge=1, le=10_000, description="Handlers running at once per worker process"
+    )
     worker_batch_size: int = Field(256, ge=1, le=5000, description="Events claimed per round trip")
-    lease_ms: int = Field(30_000, ge=500, description="How long a claim lasts without renewal before another worker may take it")
-    handlers: str = Field("", description="Comma-separated modules whose register(registry) adds handlers")
-    simulate_latency_ms: int = Field(0, ge=0, le=60_000, description="Sleep this long in the built-in handlers (demos)")
+    lease_ms: int = Field(
+        30_000,
+        ge=500,
+        description="How long a claim lasts without renewal before another worker may take it",
+    )
+    handlers: str = Field(
+        "", description="Comma-separated modules whose register(registry) adds handlers"
+    )
+    simulate_latency_ms: int = Field(
+        0, ge=0, le=60_000, description="Sleep this long in the built-in handlers (demos)"
+    )
 
     max_payload_bytes: int = Field(65_536, ge=64, description="Largest encoded payload accepted")
-    max_batch_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest batch request body accepted")
-    max_queue_depth: int = Field(1_000_000, ge=1, description="Answer 503 to new events while more than this many wait")
+    max_batch_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest batch request body accepted"
+    )
+    max_queue_depth: int = Field(
+        1_000_000, ge=1, description="Answer 503 to new events while more than this many wait"
+    )
 
-    group_commit_ms: float = Field(2.0, ge=0.0, le=100.0, description="How long the writer gathers concurrent requests into one transaction")
+    group_commit_ms: float = Field(
+        2.0,
+        ge=0.0,
+        le=100.0,
+        description="How long the writer gathers concurrent requests into one transaction",
+    )
     group_commit_max: int = Field(2000, ge=1, description="Most events written in one group commit")
-    commit_timeout_ms: int = Field(5000, ge=10, description="Budget for a group commit before the requests get 503")
-    dispatch_interval_ms: int = Field(250, ge=10, description="How often the dispatcher looks for due and stranded events")
-    redispatch_after_ms: int = Field(30_000, ge=100, description="Re-publish a ready event whose hint is older than this")
+    commit_timeout_ms: int = Field(
+        5000, ge=10, description="Budget for a group commit before the requests get 503"
+    )
+    dispatch_interval_ms: int = Field(
+        250, ge=10, description="How often the dispatcher looks for due and stranded events"
+    )
+    redispatch_after_ms: int = Field(
+        30_000, ge=100, description="Re-publish a ready event whose hint is older than this"
+    )
 
-    cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("database_url")

@@ -18,7 +18,7 @@ from eventflow.db.migrate import migrate
 from eventflow.db.users import UserRepository
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
-from eventflow.worker.dispatcher import DispatchOptions, Dispatcher
+from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
 from eventflow.worker.handlers import builtin_registry, load_modules
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions

@@ -58,9 +58,10 @@ class TokenService:
             raise Unauthorized("The access token has expired; log in again") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is invalid") from exc
-        user_id = parse_id(str(claims["sub"]))
-        if user_id is None:
+        parsed = parse_id(str(claims["sub"]))
+        if parsed is None:
             raise Unauthorized("The access token is invalid")
+        user_id = parsed
         self._cache[token] = (user_id, float(claims["exp"]))
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -120,9 +120,7 @@ class EventQueries:
 
     async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]:
         """Queue ``failed``/``completed`` events again with a fresh attempt budget."""
-        return await self._replay(
-            sa.and_(events.c.user_id == user_id, events.c.id.in_(event_ids))
-        )
+        return await self._replay(sa.and_(events.c.user_id == user_id, events.c.id.in_(event_ids)))
 
     async def replay_failed(self, user_id: str) -> list[str]:
         return await self._replay(

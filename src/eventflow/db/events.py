@@ -110,9 +110,7 @@ class EventRepository:
             due = due.with_for_update(skip_locked=True)
         return await self._claim(events.c.id.in_(due.scalar_subquery()), now, owner, lease_ms)
 
-    async def claim_ids(
-        self, ids: Sequence[str], owner: str, lease_ms: int
-    ) -> list[ClaimedEvent]:
+    async def claim_ids(self, ids: Sequence[str], owner: str, lease_ms: int) -> list[ClaimedEvent]:
         """Claim those of ``ids`` that are still waiting (a broker delivered hints for them)."""
         if not ids:
             return []
@@ -244,9 +242,7 @@ class EventRepository:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(
-                    events.c.status == Status.PROCESSING.value, events.c.lease_owner == owner
-                )
+                .where(events.c.status == Status.PROCESSING.value, events.c.lease_owner == owner)
                 .values(
                     status=Status.QUEUED.value,
                     # The attempt never finished through no fault of the event's.
@@ -281,9 +277,7 @@ class EventRepository:
                 events.c.status == Status.PROCESSING.value,
             )
             .values(
-                status=sa.case(
-                    (exhausted, Status.FAILED.value), else_=Status.RETRYING.value
-                ),
+                status=sa.case((exhausted, Status.FAILED.value), else_=Status.RETRYING.value),
                 completed_at=sa.case((exhausted, now), else_=None),
                 last_error=_LOST_ERROR,
                 available_at=now,

@@ -36,9 +36,7 @@ events = sa.Table(
     metadata,
     # UUIDv7: time-ordered, so "newest first" is "highest id first" and ids make stable cursors.
     sa.Column("id", _Id, primary_key=True),
-    sa.Column(
-        "user_id", _Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("user_id", _Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("type", sa.String(100), nullable=False),
     # The exact compact JSON text that was accepted; decoded only when read back.
     sa.Column("payload", sa.Text, nullable=False),
@@ -85,9 +83,7 @@ attempts = sa.Table(
     "attempts",
     metadata,
     sa.Column("id", _BigSerial, primary_key=True, autoincrement=True),
-    sa.Column(
-        "event_id", _Id, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("event_id", _Id, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     sa.Column("number", sa.Integer, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),

@@ -141,7 +141,9 @@ class GroupCommitWriter:
             except Exception as exc:
                 # The rows are committed, so the events are safe: the dispatcher re-publishes
                 # hints that never arrived. Answering 503 here would invite duplicate sends.
-                log.warning("publishing %d hints failed (dispatcher will retry): %r", len(ready), exc)
+                log.warning(
+                    "publishing %d hints failed (dispatcher will retry): %r", len(ready), exc
+                )
         offset = 0
         for p in batch:
             part = stored[offset : offset + len(p.events)]

@@ -14,7 +14,7 @@ class RetryPolicy:
     jitter: float = 0.2
 
     def backoff_ms(self, attempt: int, rng: random.Random | None = None) -> int:
-        """Delay before the attempt after ``attempt`` (1-based): ``min(max, base·2^(n-1))`` ±20 %."""
+        """Delay after failed ``attempt`` n (1-based): ``min(max, base·2^(n-1))`` ±20 %."""
         exponent = min(attempt - 1, 62)
         raw = min(self.max_ms, self.base_ms * (1 << exponent))
         spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)

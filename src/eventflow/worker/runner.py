@@ -158,7 +158,12 @@ class Worker:
             return Outcome(event.id, event.attempt, Status.FAILED, started, finished, error=error)
         retry_at = finished + self._policy.backoff_ms(event.attempt_in_round)
         return Outcome(
-            event.id, event.attempt, Status.RETRYING, started, finished, error=error,
+            event.id,
+            event.attempt,
+            Status.RETRYING,
+            started,
+            finished,
+            error=error,
             retry_at=retry_at,
         )
 
@@ -190,7 +195,9 @@ class Worker:
         try:
             await self._broker.settle(events)
         except Exception as exc:
-            log.warning("settling %d hints failed (they will be re-delivered): %r", len(events), exc)
+            log.warning(
+                "settling %d hints failed (they will be re-delivered): %r", len(events), exc
+            )
         for event in events:
             self._inflight.pop(event.id, None)
         self.processed += len(events)

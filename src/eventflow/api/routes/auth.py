@@ -33,9 +33,7 @@ def _validated(model: type[RegisterIn] | type[LoginIn], data: dict[str, Any]) ->
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         first = errors[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ValidationFailed(f"{where}: {first['msg']}", errors=errors) from exc

@@ -47,9 +47,7 @@ def _body_schema(model: type[EventIn] | type[BatchIn]) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
-                }
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
             },
         }
     }

@@ -29,7 +29,7 @@ async def stats(services: ServicesDep, user_id: UserId) -> StatsOut:
     finished = by_status["completed"] + by_status["failed"]
     latencies = counts.latencies_ms
     return StatsOut(
-        counts=by_status,  # type: ignore[arg-type]
+        counts=by_status,
         total=sum(by_status.values()),
         success_rate=round(by_status["completed"] / finished, 4) if finished else None,
         throughput=Throughput(

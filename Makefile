@@ -1,0 +1,38 @@
+# The commands a newcomer reads in the README. Each installs what it needs into .venv first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: start EventFlow (embedded: SQLite + in-database queue) on http://127.0.0.1:3000
+run: $(STAMP)
+	$(BIN)/eventflow up
+
+## test: the whole suite on real SQLite, PostgreSQL, Redis and Chromium
+test: $(STAMP)
+	$(BIN)/pytest
+
+## check: formatting, lint and strict types over src and tests
+check: $(STAMP)
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+## bench: the benchmark (see docs/performance.md)
+bench: $(STAMP)
+	$(BIN)/eventflow bench
+
+clean:
+	rm -rf $(VENV) .eventflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""Helpers for tests that talk to a running EventFlow over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from eventflow.api.app import create_app
+from eventflow.config import Settings
+from eventflow.runtime import open_runtime
+
+Json = dict[str, Any]
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, *, run_worker: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The full app (API, and by default a worker and dispatcher) served in-process."""
+    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
+    app = create_app(settings, factory)
+    async with (
+        LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://eventflow.test",
+            timeout=30,
+        ) as client,
+    ):
+        yield client
+
+
+async def signup(client: httpx.AsyncClient, email: str | None = None) -> dict[str, str]:
+    """Register a new account and answer its Authorization header."""
+    email = email or f"user-{os.urandom(4).hex()}@example.com"
+    password = "correct horse battery"
+    created = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": password}
+    )
+    assert created.status_code == 201, created.text
+    login = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def send(
+    client: httpx.AsyncClient, headers: dict[str, str], type_: str = "ORDER_CREATED", **body: Any
+) -> Json:
+    response = await client.post(
+        "/api/v1/events", json={"type": type_, "payload": {}, **body}, headers=headers
+    )
+    assert response.status_code == 202, response.text
+    result: Json = response.json()
+    return result
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
+) -> float:
+    """Poll ``probe`` until true; answers the seconds it took; fails after ``within`` s."""
+    start = time.monotonic()
+    while True:
+        if await probe():
+            return time.monotonic() - start
+        if time.monotonic() - start > within:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(interval)
+
+
+async def event_status(client: httpx.AsyncClient, headers: dict[str, str], event_id: str) -> str:
+    response = await client.get(f"/api/v1/events/{event_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    status: str = response.json()["status"]
+    return status

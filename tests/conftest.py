@@ -65,11 +65,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
-    """Settings for the parametrised backend; keyword arguments override fields."""
-    database_url: str | None = None
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite (the default in the data dir), or a fresh PostgreSQL database."""
     if backend == "postgres":
-        database_url = request.getfixturevalue("fresh_postgres")
+        url: str = request.getfixturevalue("fresh_postgres")
+        return url
+    return None
+
+
+@pytest.fixture
+def make_settings(database_url: str | None, tmp_path: Path) -> SettingsFactory:
+    """Settings for the parametrised backend; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {

@@ -131,6 +131,11 @@ def _serve(settings: Settings, *, run_worker: bool) -> None:
         f"  dashboard: /   API docs: /docs",
         err=True,
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown so that the exit status shows
+    # the signal; for EventFlow a requested, clean shutdown is a success (exit 0), so the handlers
+    # it restores before re-raising are no-ops.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()
     except ConfigurationError as exc:

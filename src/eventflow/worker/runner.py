@@ -169,11 +169,11 @@ class Worker:
 
     async def _outcome_loop(self) -> None:
         while True:
-            await self._done_signal.wait()
             if not self._done:
-                self._done_signal.clear()
                 if self._stopping.is_set() and not self._tasks:
                     return
+                self._done_signal.clear()
+                await self._done_signal.wait()
                 continue
             await asyncio.sleep(_OUTCOME_FLUSH_S)
             batch, self._done = self._done, []

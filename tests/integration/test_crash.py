@@ -1,0 +1,146 @@
+"""Crash safety of ``eventflow up``: SIGKILL under load loses nothing that got a 202."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.eventflow_process import EventflowProcess
+
+pytestmark = pytest.mark.slow
+
+
+def _env(database_url: str | None, tmp_path: Path) -> dict[str, str]:
+    env = {
+        "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "EVENTFLOW_LEASE_MS": "1500",
+        "EVENTFLOW_SIMULATE_LATENCY_MS": "20",
+        "EVENTFLOW_WORKER_CONCURRENCY": "8",
+        "EVENTFLOW_DISPATCH_INTERVAL_MS": "100",
+        "EVENTFLOW_LOG_LEVEL": "warning",
+        "EVENTFLOW_JWT_SECRET": TEST_SECRET,
+    }
+    if database_url is not None:
+        env["EVENTFLOW_DATABASE_URL"] = database_url
+    return env
+
+
+async def _login(client: httpx.AsyncClient) -> dict[str, str]:
+    account = {"email": "crash@example.com", "password": "12345678"}
+    await client.post("/api/v1/auth/register", json=account)
+    token = (await client.post("/api/v1/auth/login", json=account)).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _sender(
+    client: httpx.AsyncClient, headers: dict[str, str], acked: list[str], stop: asyncio.Event
+) -> int:
+    errors = 0
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            response = await client.post(
+                "/api/v1/events",
+                json={"type": "ORDER_CREATED", "payload": {"n": n}},
+                headers=headers,
+            )
+        except httpx.HTTPError:
+            errors += 1
+            await asyncio.sleep(0.05)
+            continue
+        if response.status_code == 202:
+            acked.append(response.json()["id"])
+    return errors
+
+
+async def _all_events(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    cursor: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/api/v1/events", params=params, headers=headers)).json()
+        statuses.update({item["id"]: item["status"] for item in page["items"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return statuses
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_event(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    env = _env(database_url, tmp_path)
+    first = EventflowProcess("up", env, tmp_path / "first.log")
+    first.start()
+    acked: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=first.url, timeout=5) as client:
+            headers = await _login(client)
+            stop = asyncio.Event()
+            senders = [asyncio.create_task(_sender(client, headers, acked, stop)) for _ in range(8)]
+            await asyncio.sleep(2.0)
+            first.kill()
+            killed_at = len(acked)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*senders)
+    finally:
+        first.kill()
+    assert killed_at > 50, f"too little load before the kill ({killed_at} events)"
+    # No 202 can arrive from a dead process.
+    assert len(acked) == killed_at
+
+    second = EventflowProcess("up", env, tmp_path / "second.log", port=first.port)
+    with second:
+        async with httpx.AsyncClient(base_url=second.url, timeout=10) as client:
+            headers = await _login(client)
+            deadline = time.monotonic() + 60
+            while True:
+                statuses = await _all_events(client, headers)
+                missing = [i for i in acked if i not in statuses]
+                assert not missing, f"{len(missing)} acknowledged events were lost"
+                pending = [i for i in acked if statuses[i] != "completed"]
+                if not pending:
+                    break
+                assert time.monotonic() < deadline, (
+                    f"{len(pending)} events never completed: "
+                    f"{sorted({statuses[i] for i in pending})}\n{second.log()}"
+                )
+                await asyncio.sleep(0.5)
+
+
+async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
+    env = {
+        "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "EVENTFLOW_SIMULATE_LATENCY_MS": "200",
+        "EVENTFLOW_LOG_LEVEL": "info",
+    }
+    process = EventflowProcess("up", env, tmp_path / "up.log")
+    with process:
+        async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
+            headers = await _login(client)
+            batch = {"events": [{"type": "ORDER_CREATED"} for _ in range(200)]}
+            assert (
+                await client.post("/api/v1/events/batch", json=batch, headers=headers)
+            ).status_code == 202
+            await asyncio.sleep(0.3)
+        started = time.monotonic()
+        code = await asyncio.to_thread(process.terminate, 30)
+        assert code == 0, process.log()
+        assert time.monotonic() - started < 20
+
+    # Whatever was in flight was finished or handed back, never left "processing".
+    restarted = EventflowProcess("up", env, tmp_path / "again.log", port=process.port)
+    with restarted:
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=5) as client:
+            headers = await _login(client)
+            statuses = await _all_events(client, headers)
+            assert len(statuses) == 200
+            assert "processing" not in set(statuses.values())

@@ -1,0 +1,44 @@
+"""Access tokens: strict verification, cached only until expiry."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from eventflow.auth.tokens import TokenService
+from eventflow.errors import Unauthorized
+
+SECRET = "unit-test-secret-unit-test-secret-unit-test"
+USER = "01900000-0000-7000-8000-000000000001"
+
+
+def test_issued_token_has_the_required_claims() -> None:
+    issued = TokenService(SECRET, 3600).issue(USER)
+    claims = jwt.decode(issued.access_token, SECRET, algorithms=["HS256"])
+    assert set(claims) == {"sub", "iat", "exp", "jti"}
+    assert claims["exp"] - claims["iat"] == 3600
+    assert TokenService(SECRET, 3600).verify(issued.access_token) == USER
+
+
+def test_cached_token_is_refused_after_expiry() -> None:
+    service = TokenService(SECRET, 1)
+    token = service.issue(USER).access_token
+    assert service.verify(token) == USER  # now cached
+    time.sleep(1.1)
+    with pytest.raises(Unauthorized, match="expired"):
+        service.verify(token)
+
+
+def test_non_uuid_subject_is_refused() -> None:
+    now = int(time.time())
+    token = jwt.encode({"sub": "admin", "iat": now, "exp": now + 60, "jti": "j"}, SECRET, "HS256")
+    with pytest.raises(Unauthorized):
+        TokenService(SECRET, 60).verify(token)
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Token abc", "bearer"])
+def test_malformed_headers(header: str | None) -> None:
+    with pytest.raises(Unauthorized):
+        TokenService(SECRET, 60).from_header(header)

@@ -1,0 +1,83 @@
+"""The worker's claim loop and outcome batching, on the in-memory broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from eventflow.broker.memory import MemoryBroker
+from eventflow.db.rows import ClaimedEvent, Outcome, Status
+from eventflow.worker.handlers import EventContext, HandlerResult, builtin_registry
+from eventflow.worker.retry import RetryPolicy
+from eventflow.worker.runner import Worker, WorkerOptions
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.released = 0
+
+    async def record_outcomes(self, owner: str, worker: str, outcomes: Sequence[Outcome]) -> None:
+        self.outcomes.extend(outcomes)
+
+    async def renew_leases(self, owner: str, ids: Sequence[str], lease_ms: int) -> None:
+        return None
+
+    async def release(self, owner: str) -> int:
+        return self.released
+
+
+def _claimed(n: int, type_: str = "ORDER_CREATED", attempt: int = 1) -> ClaimedEvent:
+    return ClaimedEvent(
+        id=f"e{n}",
+        user_id="u",
+        type=type_,
+        payload='{"n": %d}' % n,
+        attempt=attempt,
+        attempt_base=0,
+        created_at=0,
+    )
+
+
+async def _drain(broker: MemoryBroker, store: FakeStore, expected: int, worker: Worker) -> None:
+    await worker.start()
+    async with asyncio.timeout(10):
+        while len(store.outcomes) < expected or len(broker.settled) < expected:
+            await asyncio.sleep(0.01)
+    await worker.stop()
+
+
+async def test_outcomes_are_recorded_then_settled() -> None:
+    broker, store = MemoryBroker(), FakeStore()
+    broker.put(*[_claimed(i) for i in range(50)])
+    broker.put(_claimed(99, "FAIL_TEST", attempt=1), _claimed(98, "FAIL_TEST", attempt=3))
+    worker = Worker(broker, store, builtin_registry(), RetryPolicy(max_attempts=3), WorkerOptions())
+    await _drain(broker, store, 52, worker)
+    by_id = {o.event_id: o for o in store.outcomes}
+    assert all(by_id[f"e{i}"].status is Status.COMPLETED for i in range(50))
+    assert by_id["e99"].status is Status.RETRYING
+    assert by_id["e99"].retry_at is not None
+    assert by_id["e98"].status is Status.FAILED
+    assert by_id["e98"].error == "Simulated failure"
+    assert sorted(broker.settled) == sorted(by_id)
+
+
+async def test_concurrency_limit_is_respected() -> None:
+    running = 0
+    peak = 0
+
+    async def slow(event: EventContext) -> HandlerResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return None
+
+    registry = builtin_registry()
+    registry.add("SLOW", slow)
+    broker, store = MemoryBroker(), FakeStore()
+    broker.put(*[_claimed(i, "SLOW") for i in range(40)])
+    worker = Worker(broker, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    await _drain(broker, store, 40, worker)
+    assert peak == 4

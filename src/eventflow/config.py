@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None,
-        description="postgresql://user:pass@host:port/db, or empty for SQLite in the data directory",
+        description="postgresql://user:pass@host:port/db; unset: SQLite in the data directory",
     )
     redis_url: str | None = Field(
         None,

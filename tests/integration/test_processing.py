@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import httpx
@@ -75,7 +76,7 @@ async def test_backoff_spaces_the_attempts(make_settings: SettingsFactory) -> No
         attempts = (await _event(client, headers, accepted["id"]))["attempts"]
         gaps = [
             _ms(later["started_at"]) - _ms(earlier["finished_at"])
-            for earlier, later in zip(attempts, attempts[1:], strict=False)
+            for earlier, later in itertools.pairwise(attempts)
         ]
         # base 400 ms, then 800 ms, each with ±20 % jitter: never earlier than the lower bound.
         assert gaps[0] >= 320

@@ -32,7 +32,7 @@ def _claimed(n: int, type_: str = "ORDER_CREATED", attempt: int = 1) -> ClaimedE
         id=f"e{n}",
         user_id="u",
         type=type_,
-        payload='{"n": %d}' % n,
+        payload=f'{{"n": {n}}}',
         attempt=attempt,
         attempt_base=0,
         created_at=0,
@@ -42,8 +42,8 @@ def _claimed(n: int, type_: str = "ORDER_CREATED", attempt: int = 1) -> ClaimedE
 async def _drain(broker: MemoryBroker, store: FakeStore, expected: int, worker: Worker) -> None:
     await worker.start()
     async with asyncio.timeout(10):
-        while len(store.outcomes) < expected or len(broker.settled) < expected:
-            await asyncio.sleep(0.01)
+        while len(store.outcomes) < expected or len(broker.settled) < expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
     await worker.stop()
 
 

@@ -11,9 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_setting_is_documented() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
-    missing = [
-        name for name in Settings.model_fields if f"`EVENTFLOW_{name.upper()}`" not in text
-    ]
+    missing = [name for name in Settings.model_fields if f"`EVENTFLOW_{name.upper()}`" not in text]
     assert not missing, f"add these to docs/configuration.md: {missing}"
 
 

@@ -99,7 +99,7 @@ async def test_replay_completed_event_runs_again(make_settings: SettingsFactory)
 
         async def ran_twice() -> bool:
             event = await _event(client, headers, accepted["id"])
-            return event["status"] == "completed" and event["attempt_count"] == 2
+            return bool(event["status"] == "completed" and event["attempt_count"] == 2)
 
         await wait_for(ran_twice, within=15)
 

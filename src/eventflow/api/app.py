@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from eventflow import __version__
 from eventflow.api import problems
+from eventflow.api.fast_ingest import IngestFastPath
 from eventflow.api.routes import auth, events, health, stats
 from eventflow.config import Settings
 from eventflow.ingest.validation import BatchIn, EventIn
@@ -41,6 +42,8 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     problems.install(app)
+    # Added before CORS so that CORS, the outer layer, also covers the lean ingest path.
+    app.add_middleware(IngestFastPath, prefix=API_PREFIX)
     for module in (auth, events, stats, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)

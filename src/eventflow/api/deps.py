@@ -14,7 +14,9 @@ from eventflow.services import Services
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, a thread hop
+    # per request on the hot path.
     services: Services = request.app.state.services
     return services
 

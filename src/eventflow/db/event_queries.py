@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.clock import now_ms
+from eventflow.db.engine import begin_write
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
 from eventflow.db.tables import attempts, events
 from eventflow.ids import uuid7_floor
@@ -143,7 +144,7 @@ class EventQueries:
             )
             .returning(events.c.id)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             return [str(r.id) for r in await conn.execute(stmt)]
 
 

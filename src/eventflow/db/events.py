@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.clock import now_ms
+from eventflow.db.engine import begin_write
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status, StoredEvent
 from eventflow.db.tables import attempts, events
 
@@ -47,7 +48,7 @@ class EventRepository:
             if e.idempotency_key is not None:
                 first_by_key.setdefault((e.user_id, e.idempotency_key), e)
         existing: dict[tuple[str, str], StoredEvent] = {}
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             if plain:
                 await conn.execute(events.insert(), [_insert_values(e) for e in plain])
             if first_by_key:
@@ -134,7 +135,7 @@ class EventRepository:
             )
             .returning(*_CLAIM_COLUMNS)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             rows = (await conn.execute(stmt)).all()
         return [
             ClaimedEvent(
@@ -152,7 +153,7 @@ class EventRepository:
     async def renew_leases(self, owner: str, ids: Sequence[str], lease_ms: int) -> None:
         if not ids:
             return
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             await conn.execute(
                 sa.update(events)
                 .where(
@@ -232,14 +233,14 @@ class EventRepository:
             }
             for o in outcomes
         ]
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             for status, params in by_status.items():
                 await conn.execute(statements[status], params)
             await conn.execute(attempts.insert(), history)
 
     async def release(self, owner: str) -> int:
         """Hand back every event this worker still holds (a clean shutdown mid-batch)."""
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 sa.update(events)
                 .where(events.c.status == Status.PROCESSING.value, events.c.lease_owner == owner)
@@ -288,7 +289,7 @@ class EventRepository:
             )
             .returning(events.c.id, events.c.attempts, events.c.status)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             rows = (await conn.execute(stmt)).all()
             if rows:
                 await conn.execute(
@@ -318,7 +319,7 @@ class EventRepository:
         )
         if self._postgres:
             due = due.with_for_update(skip_locked=True)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 sa.update(events)
                 .where(
@@ -350,7 +351,7 @@ class EventRepository:
         )
         if self._postgres:
             overdue = overdue.with_for_update(skip_locked=True)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             rows = await conn.execute(
                 sa.update(events)
                 .where(events.c.id.in_(overdue.scalar_subquery()))

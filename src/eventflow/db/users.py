@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow.db.engine import begin_write
 from eventflow.db.rows import UserRow
 from eventflow.db.tables import users
 from eventflow.errors import Conflict
@@ -18,7 +19,7 @@ class UserRepository:
     async def create(self, user: UserRow) -> UserRow:
         """Insert ``user``; the unique index decides between concurrent registrations."""
         try:
-            async with self._engine.begin() as conn:
+            async with begin_write(self._engine) as conn:
                 await conn.execute(
                     users.insert().values(
                         id=user.id,

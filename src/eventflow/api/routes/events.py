@@ -24,18 +24,10 @@ from eventflow.clock import iso
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status
 from eventflow.errors import Conflict, NotFound, ValidationFailed
 from eventflow.ids import parse_id
-from eventflow.ingest.validation import (
-    BatchIn,
-    EventIn,
-    check_idempotency_key,
-    check_json_content_type,
-    parse_batch,
-    parse_event,
-)
+from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
+from eventflow.ingest.validation import BatchIn, EventIn
 
 router = APIRouter(prefix="/events", tags=["events"])
-
-_ENVELOPE_SLACK = 16 * 1024
 
 
 def _json(status: int, body: Any) -> Response:
@@ -75,17 +67,14 @@ async def ingest_one(
         Header(description="A repeat with the same key returns the first event; nothing new"),
     ] = None,
 ) -> Response:
-    """Accept one event: 202 once it is durably stored; processing happens asynchronously."""
-    settings = services.settings
-    check_json_content_type(request.headers.get("content-type"))
-    key = check_idempotency_key(idempotency_key)
-    body = await read_body(request, settings.max_payload_bytes + _ENVELOPE_SLACK)
-    event = parse_event(body, settings.max_payload_bytes)
-    (stored,) = await services.writer.submit(user_id, [event], key)
-    return _json(
-        202,
-        {"id": stored.id, "status": stored.status.value, "created_at": iso(stored.created_at)},
-    )
+    """Accept one event: 202 once it is durably stored; processing happens asynchronously.
+
+    Served by the lean ASGI path in ``api/fast_ingest.py``; this route documents the contract and
+    shares its code.
+    """
+    body = await read_body(request, single_body_limit(services))
+    content_type = request.headers.get("content-type")
+    return _json(202, await accept_event(services, user_id, content_type, idempotency_key, body))
 
 
 @router.post(
@@ -101,18 +90,9 @@ async def ingest_one(
 )
 async def ingest_batch(request: Request, services: ServicesDep, user_id: UserId) -> Response:
     """Accept 1 to 1,000 events all-or-nothing, in one transaction."""
-    settings = services.settings
-    check_json_content_type(request.headers.get("content-type"))
-    body = await read_body(request, settings.max_batch_bytes)
-    events = parse_batch(body, settings.max_payload_bytes)
-    stored = await services.writer.submit(user_id, events)
-    return _json(
-        202,
-        {
-            "accepted": len(stored),
-            "events": [{"id": s.id, "status": s.status.value} for s in stored],
-        },
-    )
+    body = await read_body(request, services.settings.max_batch_bytes)
+    content_type = request.headers.get("content-type")
+    return _json(202, await accept_batch(services, user_id, content_type, body))
 
 
 @router.get("", response_model=EventPage)

@@ -1,0 +1,76 @@
+"""Migrations: run on both databases, at start and by hand, safely from several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from eventflow.config import Settings
+from eventflow.db.engine import create_engine
+from eventflow.db.migrate import migrate
+from tests.conftest import TEST_SECRET
+
+EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+            version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    finally:
+        await engine.dispose()
+    assert version == "0001"
+    return set(names)
+
+
+async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET)
+    url = settings.effective_database_url
+    engines = [create_engine(url) for _ in range(4)]
+    try:
+        # Without the advisory lock (file lock on SQLite) these race on CREATE TABLE.
+        await asyncio.gather(*(migrate(engine) for engine in engines))
+        await migrate(engines[0])  # and again: a no-op at head
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert {"users", "events", "attempts", "alembic_version"} <= await _tables(url)
+
+
+async def test_migrate_command(database_url: str | None, tmp_path: Path) -> None:
+    env = {"EVENTFLOW_DATA_DIR": str(tmp_path), "EVENTFLOW_JWT_SECRET": TEST_SECRET}
+    if database_url:
+        env["EVENTFLOW_DATABASE_URL"] = database_url
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [EVENTFLOW, "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stderr
+    url = Settings(
+        data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET
+    ).effective_database_url
+    assert "events" in await _tables(url)
+
+
+async def test_missing_secret_with_postgres_is_a_start_up_error(tmp_path: Path) -> None:
+    env = {
+        "EVENTFLOW_DATA_DIR": str(tmp_path),
+        "EVENTFLOW_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = await asyncio.to_thread(
+        subprocess.run, [EVENTFLOW, "up"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "EVENTFLOW_JWT_SECRET is required" in result.stderr

@@ -93,9 +93,8 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
             await asyncio.gather(*senders)
     finally:
         first.kill()
+    # Responses already in the socket buffers at the kill still count: they were sent.
     assert killed_at > 50, f"too little load before the kill ({killed_at} events)"
-    # No 202 can arrive from a dead process.
-    assert len(acked) == killed_at
 
     second = EventflowProcess("up", env, tmp_path / "second.log", port=first.port)
     with second:

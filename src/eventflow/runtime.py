@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
@@ -32,6 +35,16 @@ def make_broker(settings: Settings, repo: EventRepository) -> Broker:
 
         return RedisBroker(settings.redis_url, settings.redis_prefix, repo)
     return SqlBroker(repo)
+
+
+def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    """The cheapest round trip that proves the database answers again after an outage."""
+
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    return probe
 
 
 def make_worker(settings: Settings, broker: Broker, repo: EventRepository) -> Worker:
@@ -72,6 +85,7 @@ async def open_runtime(
                 commit_timeout_ms=settings.commit_timeout_ms,
                 max_queue_depth=settings.max_queue_depth,
             ),
+            database_probe=database_probe(engine),
         )
         if serve_api:
             await writer.start()

@@ -4,6 +4,10 @@ Requests hand their events to ``submit`` and wait. A single flush loop gathers w
 within ``group_commit_ms`` (or up to ``group_commit_max`` events), inserts it in one transaction,
 publishes the ready hints in one call, and only then wakes the requests: a 202 always means the
 rows are committed.
+
+Backpressure: once a commit or a publish fails, the dependency is marked down and new events get
+503 at once (no request waits on a dead database or broker); a monitor probes it every
+``probe_interval_ms`` and lifts the mark when it answers again, so service resumes by itself.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from eventflow.broker.base import Broker
@@ -40,13 +44,31 @@ class WriterLimits:
     commit_timeout_ms: int = 5000
     max_queue_depth: int = 1_000_000
     max_waiting: int = 100_000
+    publish_timeout_ms: int = 500
+    probe_interval_ms: int = 250
+    depth_interval_ms: int = 1000
+
+
+Probe = Callable[[], Awaitable[object]]
+
+_PROBE_TIMEOUT_S = 1.0
 
 
 class GroupCommitWriter:
-    def __init__(self, repo: EventRepository, broker: Broker, limits: WriterLimits) -> None:
+    def __init__(
+        self,
+        repo: EventRepository,
+        broker: Broker,
+        limits: WriterLimits,
+        database_probe: Probe | None = None,
+    ) -> None:
         self._repo = repo
         self._broker = broker
         self._limits = limits
+        self._probe_database: Probe = database_probe or repo.queue_depth
+        #: Why the database or the broker is considered down (None: it is up).
+        self.database_down: str | None = None
+        self.broker_down: str | None = None
         self._pending: deque[_Pending] = deque()
         self._waiting_events = 0
         self._wakeup = asyncio.Event()
@@ -58,7 +80,7 @@ class GroupCommitWriter:
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="group-commit")
-        self._monitor = asyncio.create_task(self._depth_loop(), name="queue-depth")
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="dependency-monitor")
 
     async def close(self) -> None:
         """Stop taking events; everything already submitted is still written."""
@@ -76,6 +98,7 @@ class GroupCommitWriter:
         """Store ``items`` for ``user_id``; returns once committed, in the same order."""
         if self._closing:
             raise ServiceUnavailable("EventFlow is shutting down; retry shortly", retry_after=2)
+        self._check_dependencies()
         if self.queue_depth > self._limits.max_queue_depth:
             raise ServiceUnavailable(
                 f"The queue holds {self.queue_depth} events, above "
@@ -90,6 +113,16 @@ class GroupCommitWriter:
         self._wakeup.set()
         # shield: a client that disconnects must not cancel a write other requests share.
         return await asyncio.shield(pending.done)
+
+    def _check_dependencies(self) -> None:
+        if self.database_down is not None:
+            raise self._database_error()
+        if self.broker_down is not None:
+            raise ServiceUnavailable(
+                f"The {self._broker.name} broker is unreachable ({self.broker_down}); "
+                "nothing was stored, retry",
+                retry_after=1,
+            )
 
     async def _flush_loop(self) -> None:
         while True:
@@ -121,29 +154,24 @@ class GroupCommitWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         rows = [e for p in batch for e in p.events]
+        if self.database_down is not None:
+            # Requests queued before the failure was seen must not each wait for a timeout.
+            _fail(batch, self._database_error())
+            return
         try:
             async with asyncio.timeout(self._limits.commit_timeout_ms / 1000):
                 stored = await self._repo.insert_many(rows)
         except Exception as exc:  # any database failure becomes a 503 for every waiter
             log.warning("group commit of %d events failed: %r", len(rows), exc)
-            error = ServiceUnavailable(
-                "The database could not store the events in time; nothing was stored, retry"
-            )
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(error)
+            self.database_down = _reason(exc)
+            _fail(batch, self._database_error())
             return
         self.committed_events += sum(1 for s in stored if not s.duplicate)
         ready = [s.id for s in stored if s.status is Status.QUEUED and not s.duplicate]
-        if ready:
-            try:
-                await self._broker.publish(ready)
-            except Exception as exc:
-                # The rows are committed, so the events are safe: the dispatcher re-publishes
-                # hints that never arrived. Answering 503 here would invite duplicate sends.
-                log.warning(
-                    "publishing %d hints failed (dispatcher will retry): %r", len(ready), exc
-                )
+        # With the broker known to be down, waiting for another failure would only delay the
+        # 202s of rows that are already safe; the dispatcher publishes their hints later.
+        if ready and self.broker_down is None:
+            await self._publish(ready)
         offset = 0
         for p in batch:
             part = stored[offset : offset + len(p.events)]
@@ -151,13 +179,79 @@ class GroupCommitWriter:
             if not p.done.done():
                 p.done.set_result(part)
 
-    async def _depth_loop(self) -> None:
+    def _database_error(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"The database could not store the events ({self.database_down}); "
+            "nothing was stored, retry",
+            retry_after=1,
+        )
+
+    async def _publish(self, ready: list[str]) -> None:
+        # The rows are committed, so these events are safe whatever happens here: the
+        # dispatcher re-publishes hints that never arrived. Answering 503 now would invite
+        # duplicate sends, so the requests still get their 202; later ones get 503 until the
+        # broker answers again. The timeout keeps a hung broker from holding the 202s.
+        try:
+            async with asyncio.timeout(self._limits.publish_timeout_ms / 1000):
+                await self._broker.publish(ready)
+        except Exception as exc:
+            log.warning("publishing %d hints failed (dispatcher will retry): %r", len(ready), exc)
+            self.broker_down = _reason(exc)
+
+    async def _monitor_loop(self) -> None:
+        """Probe what is down until it answers; refresh the queue depth while all is well."""
+        interval = self._limits.probe_interval_ms / 1000
+        depth_every = max(1, round(self._limits.depth_interval_ms / self._limits.probe_interval_ms))
+        tick = 0
         while True:
-            try:
+            if self.database_down is not None and await _answers(self._probe_database):
+                log.warning("the database answers again; accepting events")
+                self.database_down = None
+            if self.broker_down is not None and await _answers(self._broker.ping):
+                log.warning("the %s broker answers again; accepting events", self._broker.name)
+                self.broker_down = None
+            if tick % depth_every == 0 and self.broker_down is None:
+                await self._refresh_depth()
+            tick += 1
+            await asyncio.sleep(interval)
+
+    async def _refresh_depth(self) -> None:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
                 self.queue_depth = await self._broker.depth()
-            except Exception as exc:
-                log.debug("queue depth unavailable: %r", exc)
-            await asyncio.sleep(1.0)
+            return
+        except Exception as exc:
+            log.debug("queue depth unavailable: %r", exc)
+        # A broker whose depth lives in the database fails with it; only a failed ping of the
+        # broker itself marks the broker down.
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                await self._broker.ping()
+        except Exception as exc:
+            log.warning("the %s broker is unreachable: %r", self._broker.name, exc)
+            self.broker_down = _reason(exc)
+
+
+async def _answers(probe: Probe) -> bool:
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            await probe()
+    except Exception as exc:
+        log.debug("still unreachable: %r", exc)
+        return False
+    return True
+
+
+def _fail(batch: list[_Pending], error: ServiceUnavailable) -> None:
+    for p in batch:
+        if not p.done.done():
+            p.done.set_exception(error)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
 
 
 def _new_events(

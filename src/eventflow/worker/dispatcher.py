@@ -1,6 +1,10 @@
 """The dispatcher: promotes due delayed events, reclaims dead workers' leases, re-publishes hints.
 
-Every step is one conditional statement, so any number of dispatchers may run at once.
+Every step is one conditional statement, so any number of dispatchers may run at once. With a
+broker that carries hints (Redis) it also heals lost hints: a ready row whose hint is older than
+``redispatch_after_ms`` (Redis flushed, restarted without persistence, a publish that failed
+after the commit) is published again. A hint may thus exist twice; the claim in the database
+makes the copy harmless.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class Dispatcher:
             log.warning("reclaimed %d events from workers whose lease expired", reclaimed)
         published = 0
         if self._broker.carries_hints:
+            # Taking rows stamps them as dispatched: with the broker down that would only push
+            # their next chance back by a whole redispatch window.
+            await self._broker.ping()
             while True:
                 ids = await self._store.take_undispatched(self._options.redispatch_after_ms)
                 if not ids:
@@ -64,9 +71,19 @@ class Dispatcher:
         return promoted + reclaimed + published
 
     async def _loop(self) -> None:
+        failing = False
         while True:
             try:
                 await self.tick()
+                if failing:
+                    log.info("dispatcher passes succeed again")
+                failing = False
             except Exception as exc:
-                log.warning("dispatcher pass failed, retrying: %r", exc)
+                # Once per outage at warning level: a pass runs several times a second.
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "dispatcher pass failed, retrying: %r",
+                    exc,
+                )
+                failing = True
             await asyncio.sleep(self._options.interval_ms / 1000)

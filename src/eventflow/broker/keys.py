@@ -1,0 +1,60 @@
+"""Every Redis key EventFlow uses, derived from one configurable prefix.
+
+Each key carries a hash tag (``{prefix}:…``): Redis Cluster places keys by the text between the
+braces only, so all keys of one partition share a slot and may appear together in one MULTI or
+script. A partitioned layout gives each partition its own tag (``{prefix:3}:…``), which spreads
+partitions over the cluster's shards while keeping each partition's keys together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from eventflow.errors import ConfigurationError
+
+#: The consumer group every worker joins; a group name lives inside the stream, it is not a key.
+GROUP = "workers"
+#: The stream field that holds the event id of a hint.
+EVENT_FIELD = "e"
+
+# ":" is reserved as the separator inside keys and tags, so "{a:1}" (partition 1 of "a") can
+# never be the tag of a deployment named "a:1"; braces would break the hash tag.
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The key names of one deployment (``prefix``) and one stream partition."""
+
+    prefix: str
+    partition: int = 0
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+        if self.partition < 0:
+            raise ValueError(f"partition must be >= 0, not {self.partition}")
+
+    @property
+    def tag(self) -> str:
+        # Partition 0 keeps the plain tag, so today's single stream stays where it is when
+        # more partitions are added next to it.
+        inner = self.prefix if self.partition == 0 else f"{self.prefix}:{self.partition}"
+        return "{" + inner + "}"
+
+    @property
+    def stream(self) -> str:
+        """The stream of "event is ready" hints that the consumer group reads."""
+        return f"{self.tag}:ready"
+
+    def for_partition(self, partition: int) -> RedisKeys:
+        return RedisKeys(self.prefix, partition)
+
+
+def check_prefix(prefix: str) -> None:
+    """Refuse prefixes that would break the hash tag or collide with another's partitions."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ConfigurationError(
+            f"EVENTFLOW_REDIS_PREFIX={prefix!r} is not usable: use 1 to 64 letters, digits, "
+            "'_', '.' or '-'"
+        )

@@ -1,0 +1,350 @@
+"""Real ``eventflow api`` / ``eventflow worker`` processes on PostgreSQL + Redis, for scale-out
+and chaos tests: started with environment variables, killed with real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import orjson
+from redis import Redis
+from redis.exceptions import RedisError
+
+from eventflow.broker.keys import RedisKeys
+from tests.conftest import TEST_SECRET
+from tests.harness import free_port
+
+EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+Json = dict[str, Any]
+
+
+@dataclass
+class Proc:
+    """One ``eventflow`` process; its output goes to ``log_path``."""
+
+    command: str
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [EVENTFLOW, self.command],
+                env={**self.env, "EVENTFLOW_PORT": str(self.port)},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+
+    def wait_ready(self) -> None:
+        """APIs: until /health answers 200; workers: until they announce the claim loop."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"eventflow {self.command} exited early:\n{self.log()}")
+            if self._ready():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"eventflow {self.command} not ready in time:\n{self.log()}")
+
+    def _ready(self) -> bool:
+        if self.command == "worker":
+            return "worker running" in self.log()
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.alive:
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Cluster:
+    """API and worker processes sharing one database and one Redis key prefix."""
+
+    database_url: str
+    redis_url: str
+    prefix: str
+    workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+
+    def env(self, **overrides: str | int) -> dict[str, str]:
+        base = {
+            "EVENTFLOW_DATABASE_URL": self.database_url,
+            "EVENTFLOW_REDIS_URL": self.redis_url,
+            "EVENTFLOW_REDIS_PREFIX": self.prefix,
+            "EVENTFLOW_JWT_SECRET": TEST_SECRET,
+            "EVENTFLOW_DATA_DIR": str(self.workdir / "data"),
+            "EVENTFLOW_LOG_LEVEL": "info",
+            "EVENTFLOW_DISPATCH_INTERVAL_MS": "50",
+            "EVENTFLOW_RETRY_BASE_MS": "20",
+            "EVENTFLOW_RETRY_MAX_MS": "200",
+            # Handler modules under tests/ are imported by the processes.
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        base.update(self.settings)
+        base.update({f"EVENTFLOW_{k.upper()}": str(v) for k, v in overrides.items()})
+        return {**os.environ, **base}
+
+    def spawn(self, command: str, overrides: Mapping[str, str | int], *, wait: bool = True) -> Proc:
+        index = len(self.procs)
+        proc = Proc(command, self.env(**overrides), self.workdir / f"{command}-{index}.log")
+        self.procs.append(proc)
+        proc.start()
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    def api(self, **overrides: str | int) -> Proc:
+        return self.spawn("api", overrides)
+
+    def worker(self, **overrides: str | int) -> Proc:
+        return self.spawn("worker", overrides)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.procs)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+
+
+@contextmanager
+def cluster(
+    database_url: str, redis_url: str, workdir: Path, **settings: str | int
+) -> Iterator[Cluster]:
+    group = Cluster(
+        database_url,
+        redis_url,
+        prefix="t" + os.urandom(5).hex(),
+        workdir=workdir,
+        settings={f"EVENTFLOW_{k.upper()}": str(v) for k, v in settings.items()},
+    )
+    try:
+        yield group
+    finally:
+        group.close()
+        # The session's Redis outlives the test; a stopped or flushed one needs no cleaning.
+        with contextlib.suppress(RedisError), Redis.from_url(redis_url) as client:
+            client.delete(RedisKeys(group.prefix).stream)
+
+
+async def login(client: httpx.AsyncClient) -> dict[str, str]:
+    """Register a new account and answer its Authorization header."""
+    account = {"email": f"load-{os.urandom(4).hex()}@example.com", "password": "12345678"}
+    created = await client.post("/api/v1/auth/register", json=account)
+    assert created.status_code == 201, created.text
+    token = await client.post("/api/v1/auth/login", json=account)
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def fetch(database_url: str, sql: str, *args: Any) -> list[Any]:
+    """Rows of one query, read straight from PostgreSQL (the system of record)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def status_counts(database_url: str) -> dict[str, int]:
+    rows = await fetch(database_url, "SELECT status, count(*) FROM events GROUP BY status")
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def wait_until_settled(
+    database_url: str, expected: int, within: float, cluster: Cluster | None = None
+) -> dict[str, int]:
+    """Poll until ``expected`` events exist and all are completed; answers the last counts."""
+    deadline = time.monotonic() + within
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = await status_counts(database_url)
+        if counts.get("completed", 0) >= expected and sum(counts.values()) == counts["completed"]:
+            return counts
+        await asyncio.sleep(0.25)
+    logs = cluster.logs() if cluster is not None else ""
+    raise AssertionError(f"events not all completed within {within} s: {counts}\n{logs}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One POST /events as a client saw it."""
+
+    api: int
+    started: float
+    elapsed: float
+    status: int | None  # None: no HTTP response at all (connection refused or reset)
+    event_id: str | None = None
+    retry_after: str | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+class Load:
+    """Clients posting events to several APIs without pause until stopped."""
+
+    def __init__(self, urls: list[str], headers: dict[str, str], per_api: int = 4) -> None:
+        self._urls = urls
+        self._headers = headers
+        self._per_api = per_api
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._clients: list[httpx.AsyncClient] = []
+        self.sent: list[Sent] = []
+
+    async def __aenter__(self) -> Load:
+        for index, url in enumerate(self._urls):
+            # A generous timeout: a hang must show up as a long request, not as a client error.
+            client = httpx.AsyncClient(base_url=url, timeout=10, headers=self._headers)
+            self._clients.append(client)
+            for _ in range(self._per_api):
+                self._tasks.append(asyncio.create_task(self._run(index, client)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
+
+    async def _run(self, api: int, client: httpx.AsyncClient) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                response = await client.post(
+                    "/api/v1/events", json={"type": "ORDER_CREATED", "payload": {"n": n}}
+                )
+            except httpx.HTTPError as exc:
+                self.sent.append(
+                    Sent(api, started, time.monotonic() - started, None, error=type(exc).__name__)
+                )
+                await asyncio.sleep(0.05)
+                continue
+            elapsed = time.monotonic() - started
+            body = response.json()
+            self.sent.append(
+                Sent(
+                    api,
+                    started,
+                    elapsed,
+                    response.status_code,
+                    event_id=body.get("id") if response.status_code == 202 else None,
+                    retry_after=response.headers.get("Retry-After"),
+                    detail=body.get("detail"),
+                )
+            )
+            if response.status_code != 202:
+                await asyncio.sleep(0.05)
+
+    def accepted(self) -> list[str]:
+        return [s.event_id for s in self.sent if s.event_id is not None]
+
+    def since(self, moment: float) -> list[Sent]:
+        return [s for s in self.sent if s.started >= moment]
+
+
+async def health(url: str) -> tuple[int, Json]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(url + "/health")
+    body: Json = response.json()
+    return response.status_code, body
+
+
+async def post_many(urls: list[str], headers: dict[str, str], bodies: list[bytes]) -> list[str]:
+    """POST every body to ``/api/v1/events`` over keep-alive connections to all ``urls`` at
+    once; answers the ids of the 202s and fails on anything else.
+
+    A bare HTTP/1.1 client: httpx spends about 1.5 ms of CPU per request, which on a two-core
+    machine would make the test client, not EventFlow, the bottleneck.
+    """
+    queue = iter(bodies)
+    accepted: list[str] = []
+    refused: list[str] = []
+
+    async def connection(url: str) -> None:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        head = (
+            f"POST /api/v1/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
+        ).encode()
+        try:
+            for body in queue:
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                status, answer = await _response(reader)
+                if status == 202:
+                    accepted.append(orjson.loads(answer)["id"])
+                else:
+                    refused.append(f"{status} {answer[:200]!r}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(url) for url in urls for _ in range(32)))
+    assert not refused, f"{len(refused)} events refused, e.g. {refused[:3]}"
+    return accepted
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)

@@ -59,28 +59,41 @@ async def fresh_postgres(postgres_url: str, request: pytest.FixtureRequest) -> A
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
 def backend(request: pytest.FixtureRequest) -> str:
+    """Embedded SQLite, PostgreSQL with the sql broker, PostgreSQL with Redis Streams."""
     return str(request.param)
 
 
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """None for SQLite (the default in the data dir), or a fresh PostgreSQL database."""
-    if backend == "postgres":
+    if backend.startswith("postgres"):
         url: str = request.getfixturevalue("fresh_postgres")
         return url
     return None
 
 
 @pytest.fixture
-def make_settings(database_url: str | None, tmp_path: Path) -> SettingsFactory:
+def broker_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The Redis URL and a key prefix of this test's own, for the Redis backend."""
+    if backend != "postgres+redis":
+        return {}
+    url: str = request.getfixturevalue("redis_url")
+    return {"redis_url": url, "redis_prefix": "t" + os.urandom(6).hex()}
+
+
+@pytest.fixture
+def make_settings(
+    database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
+) -> SettingsFactory:
     """Settings for the parametrised backend; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "database_url": database_url,
+            **broker_settings,
             "jwt_secret": TEST_SECRET,
             "retry_base_ms": 20,
             "retry_max_ms": 200,

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventflow.broker.keys import check_prefix
 from eventflow.errors import ConfigurationError
 
 _WEAK_SECRETS = frozenset(
@@ -86,7 +87,7 @@ class Settings(BaseSettings):
     )
     group_commit_max: int = Field(2000, ge=1, description="Most events written in one group commit")
     commit_timeout_ms: int = Field(
-        5000, ge=10, description="Budget for a group commit before the requests get 503"
+        1000, ge=10, description="Budget for a group commit before the requests get 503"
     )
     dispatch_interval_ms: int = Field(
         250, ge=10, description="How often the dispatcher looks for due and stranded events"
@@ -110,6 +111,12 @@ class Settings(BaseSettings):
                 return "postgresql+asyncpg://" + value[len(prefix) :]
         if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
             return "sqlite+aiosqlite://" + value[len("sqlite://") :]
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _check_redis_prefix(cls, value: str) -> str:
+        check_prefix(value)
         return value
 
     @model_validator(mode="after")

@@ -165,7 +165,8 @@ async def test_postgres_outage_answers_503_then_recovers(redis_url: str, tmp_pat
     ):
         api = group.api()
         group.worker()
-        async with Load([api.url], await _headers(api.url)) as load:
+        headers = await _headers(api.url)
+        async with Load([api.url], headers) as load:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(postgres.stop)
             down_at = time.monotonic()
@@ -173,6 +174,12 @@ async def test_postgres_outage_answers_503_then_recovers(redis_url: str, tmp_pat
             status, body = await health(api.url)
             assert status == 503 and body["checks"]["broker"] == "ok", body
             assert body["checks"]["database"] != "ok", body
+            # Reads fail as clearly as writes: a 503 with Retry-After, never a 500.
+            async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
+                for path in ("/api/v1/events", "/api/v1/stats"):
+                    response = await client.get(path, headers=headers)
+                    assert response.status_code == 503, (path, response.text)
+                    assert response.headers["retry-after"] == "1"
             await asyncio.sleep(2.0)
             restart_at = time.monotonic()
             await asyncio.to_thread(postgres.start)

@@ -15,7 +15,9 @@ from tests.eventflow_process import EventflowProcess
 pytestmark = pytest.mark.slow
 
 
-def _env(database_url: str | None, tmp_path: Path) -> dict[str, str]:
+def _env(
+    database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
+) -> dict[str, str]:
     env = {
         "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
         "EVENTFLOW_LEASE_MS": "1500",
@@ -27,6 +29,7 @@ def _env(database_url: str | None, tmp_path: Path) -> dict[str, str]:
     }
     if database_url is not None:
         env["EVENTFLOW_DATABASE_URL"] = database_url
+    env.update({f"EVENTFLOW_{k.upper()}": v for k, v in broker_settings.items()})
     return env
 
 
@@ -74,9 +77,9 @@ async def _all_events(client: httpx.AsyncClient, headers: dict[str, str]) -> dic
 
 
 async def test_sigkill_under_load_loses_no_acknowledged_event(
-    database_url: str | None, tmp_path: Path
+    database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
 ) -> None:
-    env = _env(database_url, tmp_path)
+    env = _env(database_url, broker_settings, tmp_path)
     first = EventflowProcess("up", env, tmp_path / "first.log")
     first.start()
     acked: list[str] = []

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from eventflow.config import Settings
@@ -29,6 +30,7 @@ async def _tables(url: str) -> set[str]:
     return set(names)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET)
     url = settings.effective_database_url
@@ -43,6 +45,7 @@ async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: P
     assert {"users", "events", "attempts", "alembic_version"} <= await _tables(url)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migrate_command(database_url: str | None, tmp_path: Path) -> None:
     env = {"EVENTFLOW_DATA_DIR": str(tmp_path), "EVENTFLOW_JWT_SECRET": TEST_SECRET}
     if database_url:

@@ -46,7 +46,11 @@ class IngestFastPath:
         except EventflowError as exc:
             await problems.from_error(exc)(scope, receive, send)
             return
-        except Exception:
+        except Exception as exc:
+            if problems.is_outage(exc):
+                log.warning("dependency unreachable: %r", exc)
+                await problems.outage_response()(scope, receive, send)
+                return
             log.exception("unhandled error in the ingest path")
             response = problems.problem_response(
                 500, "Internal error", "An unexpected error occurred"

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -46,6 +48,34 @@ def from_error(exc: EventflowError) -> Response:
     )
 
 
+_OUTAGE_TYPES: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+    RedisError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means a dependency is unreachable (a 503), not a bug (a 500)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or bool(
+            exc.connection_invalidated
+        )
+    return isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError | RedisError)
+
+
+def outage_response() -> Response:
+    return problem_response(
+        503,
+        "Service unavailable",
+        "A dependency of EventFlow is unreachable; retry shortly",
+        slug="unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     async def eventflow_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, EventflowError)
@@ -75,6 +105,13 @@ def install(app: FastAPI) -> None:
             422, "Validation failed", f"{where}: {first['msg']}", slug="validation", errors=errors
         )
 
+    async def dependency_error(_: Request, exc: Exception) -> Response:
+        if is_outage(exc):
+            log.warning("dependency unreachable: %r", exc)
+            return outage_response()
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "Internal error", "An unexpected error occurred")
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return problem_response(500, "Internal error", "An unexpected error occurred")
@@ -82,4 +119,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(EventflowError, eventflow_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    # Handled inside the app (not by the outermost 500 handler, which re-raises and makes the
+    # server drop the connection), so an outage is an ordinary 503 response.
+    for outage_type in _OUTAGE_TYPES:
+        app.add_exception_handler(outage_type, dependency_error)
     app.add_exception_handler(Exception, unexpected)

@@ -389,6 +389,15 @@ class EventRepository:
             )
             return [str(r.id) for r in rows]
 
+    async def forget_dispatch(self, ids: Sequence[str]) -> None:
+        """These hints never reached the broker: let the dispatcher publish them first thing."""
+        async with begin_write(self._engine) as conn:
+            await conn.execute(
+                sa.update(events)
+                .where(events.c.id.in_(ids), events.c.status.in_(_CLAIMABLE))
+                .values(dispatched_at=None)
+            )
+
     async def queue_depth(self) -> int:
         """Events ready to run now, across all users."""
         async with self._engine.connect() as conn:

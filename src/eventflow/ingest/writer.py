@@ -41,7 +41,7 @@ class _Pending:
 class WriterLimits:
     group_commit_ms: float = 2.0
     group_commit_max: int = 2000
-    commit_timeout_ms: int = 5000
+    commit_timeout_ms: int = 1000
     max_queue_depth: int = 1_000_000
     max_waiting: int = 100_000
     publish_timeout_ms: int = 500
@@ -197,6 +197,11 @@ class GroupCommitWriter:
         except Exception as exc:
             log.warning("publishing %d hints failed (dispatcher will retry): %r", len(ready), exc)
             self.broker_down = _reason(exc)
+            try:
+                await self._repo.forget_dispatch(ready)
+            except Exception as forget_exc:
+                # Then the hints are re-published after EVENTFLOW_REDISPATCH_AFTER_MS instead.
+                log.debug("could not mark %d hints as lost: %r", len(ready), forget_exc)
 
     async def _monitor_loop(self) -> None:
         """Probe what is down until it answers; refresh the queue depth while all is well."""

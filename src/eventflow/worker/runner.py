@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 2000
 _OUTCOME_FLUSH_S = 0.002
+_SHUTDOWN_WRITE_TRIES = 5
 
 
 class OutcomeStore(Protocol):
@@ -102,7 +103,11 @@ class Worker:
         await asyncio.gather(outcome_loop, return_exceptions=True)
         lease_loop.cancel()
         await asyncio.gather(lease_loop, return_exceptions=True)
-        released = await self._store.release(self.name)
+        try:
+            released = await self._store.release(self.name)
+        except Exception as exc:
+            log.error("could not hand back unfinished events (their leases will expire): %r", exc)
+            return
         if released:
             log.info("worker %s released %d unfinished events", self.name, released)
 
@@ -183,11 +188,20 @@ class Worker:
     async def _write(self, batch: list[tuple[ClaimedEvent, Outcome]]) -> None:
         events = [event for event, _ in batch]
         delay = 0.1
+        tries = 0
         while True:
             try:
                 await self._store.record_outcomes(self.name, self.name, [o for _, o in batch])
                 break
             except Exception as exc:
+                tries += 1
+                if self._stopping.is_set() and tries >= _SHUTDOWN_WRITE_TRIES:
+                    # Shutting down with the database away: leave the leases to expire, and the
+                    # events run again elsewhere (at-least-once) rather than block the exit.
+                    log.error("giving up on %d outcomes at shutdown: %r", len(batch), exc)
+                    for event in events:
+                        self._inflight.pop(event.id, None)
+                    return
                 # Keep the lease and try again: giving up here would re-run the handlers.
                 log.warning("recording %d outcomes failed, retrying: %r", len(batch), exc)
                 await asyncio.sleep(delay)

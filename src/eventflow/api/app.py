@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from eventflow import __version__
+from eventflow import __version__, dashboard
 from eventflow.api import problems
 from eventflow.api.fast_ingest import IngestFastPath
-from eventflow.api.routes import auth, events, health, stats
+from eventflow.api.routes import auth, events, health, stats, stream
 from eventflow.config import Settings
 from eventflow.ingest.validation import BatchIn, EventIn
 from eventflow.services import Services
@@ -47,6 +47,9 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     for module in (auth, events, stats, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)
+    app.include_router(stream.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
+    app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard-assets")
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -1,0 +1,144 @@
+"""The dashboard page and its assets: security headers, no inline code, every file it names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eventflow.api.app import create_app
+from eventflow.config import Settings
+from eventflow.dashboard import STATIC_DIR
+from eventflow.services import Services
+from tests.conftest import TEST_SECRET
+
+ASSETS = STATIC_DIR / "assets"
+MODULES = sorted((ASSETS / "js").glob("*.js"))
+
+
+@asynccontextmanager
+async def _no_services(_: Settings) -> AsyncIterator[Services]:
+    raise AssertionError("the dashboard routes need no services")
+    yield  # pragma: no cover
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # The lifespan never runs: serving the page must not need a database.
+    app = create_app(Settings(jwt_secret=TEST_SECRET), _no_services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://eventflow.test") as c:
+        yield c
+
+
+def _csp(header: str) -> dict[str, str]:
+    return dict(part.strip().split(" ", 1) for part in header.split(";"))
+
+
+async def test_page_is_served_with_a_strict_policy(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<title>EventFlow Prime</title>" in response.text
+    policy = _csp(response.headers["content-security-policy"])
+    assert policy["default-src"] == "'none'"
+    for directive in ("script-src", "style-src", "img-src", "font-src", "connect-src"):
+        assert policy[directive] == "'self'", directive
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["base-uri"] == "'none'"
+    assert "unsafe" not in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert (await client.head("/")).status_code == 200
+
+
+async def test_assets_are_served_and_confined(client: httpx.AsyncClient) -> None:
+    script = await client.get("/assets/js/main.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert script.headers["cache-control"] == "no-cache"
+    etag = script.headers["etag"]
+    assert (
+        await client.get("/assets/js/main.js", headers={"If-None-Match": etag})
+    ).status_code == 304
+    assert (await client.get("/assets/app.css")).headers["content-type"].startswith("text/css")
+    for escape in ("/assets/../site.py", "/assets/%2e%2e/site.py", "/assets/nope.js"):
+        assert (await client.get(escape)).status_code == 404, escape
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: list[str] = []
+        self.inline: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "style":
+            self.inline.append("<style>")
+        if tag == "script":
+            self._in_script = True
+            if not named.get("src"):
+                self.inline.append("<script> without src")
+        for name, value in attrs:
+            if name == "style" or name.startswith("on"):
+                self.inline.append(f"{tag} {name}=")
+            if name in ("src", "href") and value:
+                self.references.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = self._in_script and tag != "script"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline.append("inline script text")
+
+
+def test_page_has_no_inline_code_and_only_local_references() -> None:
+    page = _Page()
+    page.feed((STATIC_DIR / "index.html").read_text())
+    assert page.inline == []
+    assert page.references
+    for reference in page.references:
+        assert not re.match(r"^([a-z]+:)?//", reference), f"{reference} is not local"
+        assert (STATIC_DIR / reference).is_file(), reference
+
+
+def test_modules_import_only_files_that_exist() -> None:
+    assert {m.stem for m in MODULES} >= {
+        "api", "stream", "charts", "feed", "injector", "drawer", "particles", "main",
+    }  # fmt: skip
+    for module in MODULES:
+        for target in re.findall(r'^import .* from "(\.{1,2}/[^"]+)";$', module.read_text(), re.M):
+            assert (module.parent / target).resolve().is_file(), f"{module.name}: {target}"
+
+
+def test_modules_never_turn_strings_into_markup_or_code() -> None:
+    forbidden = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function"
+    )
+    for module in MODULES:
+        assert not forbidden.search(module.read_text()), module.name
+
+
+def test_vendored_files_carry_their_licences() -> None:
+    vendor = ASSETS / "vendor"
+    for path in (
+        "uplot/uPlot.esm.js",
+        "uplot/uPlot.min.css",
+        "uplot/LICENSE",
+        "fonts/inter-latin-wght-normal.woff2",
+        "fonts/LICENSE-Inter.txt",
+        "fonts/jetbrains-mono-latin-wght-normal.woff2",
+        "fonts/LICENSE-JetBrainsMono.txt",
+    ):
+        assert (vendor / path).is_file(), path
+    assert "MIT" in Path(vendor / "uplot/LICENSE").read_text()

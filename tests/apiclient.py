@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 
-from eventflow.api.app import create_app
+from eventflow.api.app import create_asgi_app
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
 
@@ -26,7 +26,7 @@ async def running_app(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The full app (API, and by default a worker and dispatcher) served in-process."""
     factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
-    app = create_app(settings, factory)
+    app = create_asgi_app(settings, factory)
     async with (
         LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager,
         httpx.AsyncClient(

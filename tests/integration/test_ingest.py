@@ -157,3 +157,19 @@ async def test_bad_idempotency_key_is_422(make_settings: SettingsFactory) -> Non
             EVENTS, json={"type": "A"}, headers={**headers, "Idempotency-Key": "x" * 256}
         )
         assert response.status_code == 422
+
+
+async def test_browser_requests_get_cors_headers(make_settings: SettingsFactory) -> None:
+    origin = "http://dashboard.example"
+    async with running_app(make_settings(cors_origins=origin), run_worker=False) as client:
+        headers = await signup(client)
+        browser = {**headers, "Origin": origin}
+        response = await client.post(EVENTS, json={"type": "A"}, headers=browser)
+        assert response.status_code == 202
+        assert response.headers["access-control-allow-origin"] == origin
+        refused = await client.post(EVENTS, json={"type": "1"}, headers=browser)
+        assert refused.status_code == 422
+        assert refused.headers["access-control-allow-origin"] == origin
+        server = await client.post(EVENTS, json={"type": "A"}, headers=headers)
+        assert server.status_code == 202
+        assert "access-control-allow-origin" not in server.headers

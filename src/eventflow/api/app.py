@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp
 
 from eventflow import __version__, dashboard
 from eventflow.api import problems
@@ -59,6 +60,12 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         )
     app.openapi = _openapi_with_models(app)  # type: ignore[method-assign]
     return app
+
+
+def create_asgi_app(settings: Settings, open_services: ServicesFactory) -> ASGIApp:
+    """What the server runs: the API behind the outermost lean ingest path."""
+    app = create_app(settings, open_services)
+    return IngestFastPath(app, prefix=API_PREFIX, outermost=app)
 
 
 def _openapi_with_models(app: FastAPI) -> Callable[[], dict[str, Any]]:

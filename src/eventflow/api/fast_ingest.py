@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventflow.api import problems
@@ -25,12 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class IngestFastPath:
-    """Serves the two ingest routes; hands every other request to the wrapped app."""
+    """Serves the two ingest routes; hands every other request to the wrapped app.
 
-    def __init__(self, app: ASGIApp, prefix: str = "/api/v1") -> None:
+    It runs twice in the stack. Inside the FastAPI app (beneath CORS) it serves browsers. In
+    front of the whole app (``outermost=True``) it serves requests without an ``Origin``
+    header — servers sending events, the traffic that matters for throughput — before even
+    Starlette's and FastAPI's outer middleware; browser requests go on to the inner copy so
+    CORS still applies to them.
+    """
+
+    def __init__(
+        self, app: ASGIApp, prefix: str = "/api/v1", *, outermost: FastAPI | None = None
+    ) -> None:
         self.app = app
         self._single = prefix + "/events"
         self._batch = prefix + "/events/batch"
+        self._outermost = outermost
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -40,7 +51,13 @@ class IngestFastPath:
         if path != self._single and path != self._batch:
             await self.app(scope, receive, send)
             return
-        services: Services = scope["app"].state.services
+        if self._outermost is None:
+            services: Services = scope["app"].state.services
+        elif any(name == b"origin" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        else:
+            services = self._outermost.state.services
         try:
             result = await self._handle(services, scope, receive, path == self._batch)
         except EventflowError as exc:

@@ -108,11 +108,11 @@ def _configure_logging(level: str) -> None:
 def _serve(settings: Settings, *, run_worker: bool) -> None:
     import uvicorn
 
-    from eventflow.api.app import create_app
+    from eventflow.api.app import create_asgi_app
     from eventflow.runtime import open_runtime
 
     factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
-    application = create_app(settings, factory)
+    application = create_asgi_app(settings, factory)
     config = uvicorn.Config(
         application,
         host=settings.host,

@@ -106,41 +106,20 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve(settings: Settings, *, run_worker: bool) -> None:
-    import uvicorn
+    from eventflow.serve import serve
 
-    from eventflow.api.app import create_asgi_app
-    from eventflow.runtime import open_runtime
-
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
-    application = create_asgi_app(settings, factory)
-    config = uvicorn.Config(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
     mode = f"{settings.mode}, broker {'redis' if settings.redis_url else 'sql'}"
+    processes = f", {settings.http_workers} HTTP processes" if settings.http_workers > 1 else ""
     typer.echo(
-        f"EventFlow {__version__} ({mode}) on http://{settings.host}:{settings.port}"
+        f"EventFlow {__version__} ({mode}{processes}) on http://{settings.host}:{settings.port}"
         f"  dashboard: /   API docs: /docs",
         err=True,
     )
-    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown so that the exit status shows
-    # the signal; for EventFlow a requested, clean shutdown is a success (exit 0), so the handlers
-    # it restores before re-raising are no-ops.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
     try:
-        server.run()
+        started = serve(settings, run_worker=run_worker)
     except ConfigurationError as exc:
         _fail(str(exc))
-    if not server.started:
+    if not started:
         raise typer.Exit(1)
 
 

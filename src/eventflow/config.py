@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to")
     port: int = Field(3000, ge=0, le=65535, description="Port of the HTTP server")
+    http_workers: int = Field(
+        1, ge=1, le=64, description="HTTP server processes sharing the port (api and up)"
+    )
     data_dir: Path = Field(
         Path(".eventflow"),
         description="Directory for the embedded SQLite database and the generated JWT secret",

@@ -146,3 +146,29 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
             statuses = await _all_events(client, headers)
             assert len(statuses) == 200
             assert "processing" not in set(statuses.values())
+
+
+async def test_several_http_processes_share_the_port(tmp_path: Path) -> None:
+    env = {
+        "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "EVENTFLOW_HTTP_WORKERS": "2",
+        "EVENTFLOW_LOG_LEVEL": "warning",
+    }
+    process = EventflowProcess("up", env, tmp_path / "up.log")
+    with process:
+        async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
+            headers = await _login(client)
+            ids = [
+                (
+                    await client.post(
+                        "/api/v1/events", json={"type": "ORDER_CREATED"}, headers=headers
+                    )
+                ).json()["id"]
+                for _ in range(20)
+            ]
+            deadline = time.monotonic() + 30
+            while set((await _all_events(client, headers)).values()) != {"completed"}:
+                assert time.monotonic() < deadline, process.log()
+                await asyncio.sleep(0.2)
+            assert len(await _all_events(client, headers)) == len(ids)
+        assert await asyncio.to_thread(process.terminate, 30) == 0, process.log()

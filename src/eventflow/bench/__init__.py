@@ -1,0 +1,1 @@
+"""The benchmark behind ``eventflow bench``: throwaway deployments driven by wrk."""

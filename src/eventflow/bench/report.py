@@ -1,0 +1,290 @@
+"""Results: one run, the median over runs, issue 4's targets, the table and the JSON file."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from eventflow.bench.processes import Usage
+
+#: Roles that are EventFlow itself (the ceiling stands in for it in its own scenario).
+EVENTFLOW_ROLES = ("up", "api", "worker", "ceiling")
+CEILING = "ceiling"
+
+
+@dataclass(slots=True)
+class RunResult:
+    events_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    usage: dict[str, Usage]
+    #: One line for the table: what was verified, what else is worth seeing.
+    notes: str
+    #: CPU used meanwhile by processes that are neither EventFlow, its services nor wrk.
+    others_cpu_percent: float
+    #: False when a check failed (an acknowledged event missing, errors from the server).
+    ok: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpu_percent(self) -> float:
+        return sum(u.cpu_percent for r, u in self.usage.items() if r in EVENTFLOW_ROLES)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(
+            (u.peak_rss_mb for r, u in self.usage.items() if r in EVENTFLOW_ROLES), default=0
+        )
+
+    @property
+    def waiting_percent(self) -> float:
+        """How long EventFlow's processes were ready to run but had no CPU to run on."""
+        return sum(u.waiting_percent for r, u in self.usage.items() if r in EVENTFLOW_ROLES)
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """EventFlow's CPU time per event: far steadier than events/s on a shared machine."""
+        return _per_event(self.cpu_percent, self.events_per_s)
+
+    @property
+    def services_cpu_us_per_event(self) -> float | None:
+        """PostgreSQL's and Redis's CPU time per event."""
+        services = sum(u.cpu_percent for r, u in self.usage.items() if r not in EVENTFLOW_ROLES)
+        return _per_event(services, self.events_per_s)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events_per_s": round(self.events_per_s, 1),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "cpu_percent": round(self.cpu_percent, 1),
+            "waiting_for_cpu_percent": round(self.waiting_percent, 1),
+            "peak_rss_mb": self.peak_rss_mb,
+            "cpu_us_per_event": self.cpu_us_per_event,
+            "services_cpu_us_per_event": self.services_cpu_us_per_event,
+            "others_cpu_percent": self.others_cpu_percent,
+            "usage": {
+                role: {
+                    "cpu_percent": u.cpu_percent,
+                    "waiting_for_cpu_percent": u.waiting_percent,
+                    "peak_rss_mb": u.peak_rss_mb,
+                }
+                for role, u in self.usage.items()
+            },
+            "ok": self.ok,
+            "notes": self.notes,
+            **self.details,
+        }
+
+
+def _per_event(cpu_percent: float, events_per_s: float) -> float | None:
+    if events_per_s <= 0:
+        return None
+    return round(cpu_percent / 100 * 1e6 / events_per_s, 1)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    mode: str
+    scenario: str
+    runs: list[RunResult]
+
+    @property
+    def events_per_s(self) -> float:
+        return statistics.median(r.events_per_s for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float | None:
+        return _median([r.p50_ms for r in self.runs])
+
+    @property
+    def p99_ms(self) -> float | None:
+        return _median([r.p99_ms for r in self.runs])
+
+    @property
+    def cpu_percent(self) -> float:
+        return statistics.median(r.cpu_percent for r in self.runs)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(r.peak_rss_mb for r in self.runs)
+
+    @property
+    def others_cpu_percent(self) -> float:
+        return statistics.median(r.others_cpu_percent for r in self.runs)
+
+    @property
+    def waiting_percent(self) -> float:
+        return statistics.median(r.waiting_percent for r in self.runs)
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        return _median([r.cpu_us_per_event for r in self.runs])
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    @property
+    def median_run(self) -> RunResult:
+        ordered = sorted(self.runs, key=lambda r: r.events_per_s)
+        return ordered[(len(ordered) - 1) // 2]
+
+    def role_rss_mb(self, *roles: str) -> float:
+        return max(
+            (r.usage[x].peak_rss_mb for r in self.runs for x in roles if x in r.usage), default=0
+        )
+
+    def as_json(self, ceiling: float | None) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "scenario": self.scenario,
+            "events_per_s": round(self.events_per_s, 1),
+            "of_ceiling": round(self.events_per_s / ceiling, 3) if ceiling else None,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "cpu_percent": self.cpu_percent,
+            "waiting_for_cpu_percent": self.waiting_percent,
+            "cpu_us_per_event": self.cpu_us_per_event,
+            "peak_rss_mb": self.peak_rss_mb,
+            "others_cpu_percent": self.others_cpu_percent,
+            "ok": self.ok,
+            "runs": [r.as_json() for r in self.runs],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    mode: str
+    scenario: str
+    label: str
+    #: None when the run holds nothing to judge by.
+    met: Callable[[ScenarioResult, float | None], bool | None]
+
+
+def _at_least(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def _at_most(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value <= bound
+
+
+def _bounded_queue(result: ScenarioResult, _: float | None) -> bool | None:
+    return all(bool(r.details.get("queue_bounded")) for r in result.runs)
+
+
+def _api_rss(result: ScenarioResult, _: float | None) -> bool | None:
+    return _at_most(result.role_rss_mb("api", "up"), 200)
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "distributed", "ingest-single", "≥15k/s", lambda r, _: _at_least(r.events_per_s, 15_000)
+    ),
+    Target("distributed", "ingest-single", "p99≤25ms", lambda r, _: _at_most(r.p99_ms, 25)),
+    Target(
+        "distributed",
+        "ingest-single",
+        "≥0.3x ceiling",
+        lambda r, c: _at_least(r.events_per_s / c, 0.3) if c else None,
+    ),
+    Target("embedded", "ingest-single", "≥5k/s", lambda r, _: _at_least(r.events_per_s, 5_000)),
+    Target(
+        "distributed", "ingest-batch", "≥150k/s", lambda r, _: _at_least(r.events_per_s, 150_000)
+    ),
+    Target("distributed", "end-to-end", "≥10k/s", lambda r, _: _at_least(r.events_per_s, 10_000)),
+    Target("distributed", "end-to-end", "p99≤1s", lambda r, _: _at_most(r.p99_ms, 1000)),
+    Target("distributed", "end-to-end", "bounded queue", _bounded_queue),
+    Target("distributed", "worker-drain", "≥30k/s", lambda r, _: _at_least(r.events_per_s, 30_000)),
+    *(
+        Target(m, s, "API RSS≤200MB", _api_rss)
+        for m in ("distributed",)
+        for s in ("ingest-single", "ingest-batch", "end-to-end")
+    ),
+)
+
+
+def target_checks(result: ScenarioResult, ceiling: float | None) -> list[tuple[str, bool | None]]:
+    return [
+        (t.label, t.met(result, ceiling))
+        for t in TARGETS
+        if t.mode == result.mode and t.scenario == result.scenario
+    ]
+
+
+def ceiling_of(results: Sequence[ScenarioResult]) -> float | None:
+    found = [r.events_per_s for r in results if r.scenario == CEILING]
+    return found[0] if found else None
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _targets_cell(checks: list[tuple[str, bool | None]]) -> str:
+    marks = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}
+    return "\n".join(f"{marks[met]} {label}" for label, met in checks)
+
+
+def results_table(results: Sequence[ScenarioResult], title: str) -> Table:
+    ceiling = ceiling_of(results)
+    table = Table(title=title, title_justify="left", show_lines=True)
+    for name in ("mode", "scenario"):
+        table.add_column(name, no_wrap=True)
+    for name in (
+        "events/s",
+        "x ceiling",
+        "p50 ms",
+        "p99 ms",
+        "CPU % (waiting)",
+        "CPU µs/event",
+        "peak RSS MB",
+        "others' CPU %",
+    ):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("targets (issue 4)", no_wrap=True)
+    table.add_column("checks and notes (median run)", ratio=1)
+    for result in results:
+        ratio = f"{result.events_per_s / ceiling:.2f}" if ceiling else "—"
+        notes = result.median_run.notes if result.ok else f"[red]{result.median_run.notes}[/]"
+        table.add_row(
+            result.mode,
+            result.scenario,
+            f"{result.events_per_s:,.0f}",
+            ratio,
+            _ms(result.p50_ms),
+            _ms(result.p99_ms),
+            f"{result.cpu_percent:.0f} ({result.waiting_percent:.0f})",
+            _ms(result.cpu_us_per_event),
+            f"{result.peak_rss_mb:.0f}",
+            f"{result.others_cpu_percent:.0f}",
+            _targets_cell(target_checks(result, ceiling)),
+            notes,
+        )
+    return table
+
+
+def results_json(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> dict[str, Any]:
+    ceiling = ceiling_of(results)
+    return {
+        **meta,
+        "ceiling_events_per_s": ceiling,
+        "results": [r.as_json(ceiling) for r in results],
+        "targets": [
+            {"mode": r.mode, "scenario": r.scenario, "target": label, "met": met}
+            for r in results
+            for label, met in target_checks(r, ceiling)
+        ],
+    }

@@ -1,0 +1,217 @@
+"""``eventflow bench``: runs the scenarios per mode with a progress display, then reports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from eventflow import __version__
+from eventflow.bench import scenarios
+from eventflow.bench.load import wrk_binary
+from eventflow.bench.report import CEILING, RunResult, ScenarioResult, results_json, results_table
+from eventflow.bench.scenarios import BenchOptions, Context
+from eventflow.bench.stack import MODES, Mode, Stack, settings_overrides
+
+SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain")
+
+
+class BenchUsageError(ValueError):
+    """A bad --mode or --scenarios value."""
+
+
+def parse_modes(text: str) -> tuple[Mode, ...]:
+    if text == "all":
+        return MODES
+    for mode in MODES:
+        if text == mode:
+            return (mode,)
+    raise BenchUsageError(f"--mode must be one of {', '.join(MODES)} or all, not {text!r}")
+
+
+def parse_scenarios(text: str) -> tuple[str, ...]:
+    if text == "all":
+        return SCENARIOS
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown or not chosen:
+        raise BenchUsageError(f"--scenarios takes all or some of {', '.join(SCENARIOS)}")
+    return tuple(s for s in SCENARIOS if s in chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    mode: str
+    scenario: str
+    error: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    results: list[ScenarioResult]
+    failures: list[Failure]
+
+
+async def _one_run(scenario: str, ctx: Context, stack: Stack) -> RunResult:
+    if scenario == "ingest-single":
+        return await scenarios.ingest(ctx, stack, batch=False)
+    if scenario == "ingest-batch":
+        return await scenarios.ingest(ctx, stack, batch=True)
+    if scenario == "end-to-end":
+        return await scenarios.end_to_end(ctx, stack)
+    return await scenarios.worker_drain(ctx, stack)
+
+
+async def run_bench(
+    modes: Sequence[Mode],
+    chosen: Sequence[str],
+    options: BenchOptions,
+    workdir: Path,
+    console: Console,
+) -> Outcome:
+    per_mode = [s for s in chosen if s != CEILING]
+    total = options.runs * ((CEILING in chosen) + len(modes) * len(per_mode))
+    outcome = Outcome([], [])
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("starting", total=total, status="")
+
+        def say(status: str) -> None:
+            progress.update(task, status=status)
+            if status and not console.is_terminal:
+                # No live display without a terminal (make bench | tee, CI): log the steps.
+                console.log(f"{progress.tasks[0].description}: {status}")
+
+        ctx = Context(options, workdir, say)
+
+        async def repeat(mode: str, scenario: str, stack: Stack | None) -> None:
+            runs: list[RunResult] = []
+            for n in range(1, options.runs + 1):
+                progress.update(task, description=f"{mode} · {scenario} · run {n}/{options.runs}")
+                say("")
+                try:
+                    if stack is None:
+                        runs.append(await scenarios.ceiling(ctx))
+                    else:
+                        runs.append(await _one_run(scenario, ctx, stack))
+                except Exception as exc:
+                    outcome.failures.append(Failure(mode, scenario, f"{type(exc).__name__}: {exc}"))
+                    progress.advance(task, options.runs - n + 1)
+                    return
+                progress.advance(task)
+            outcome.results.append(ScenarioResult(mode, scenario, runs))
+
+        if CEILING in chosen:
+            await repeat("—", CEILING, None)
+        for mode in modes:
+            stack = Stack(mode, workdir)
+            progress.update(task, description=f"{mode} · starting services")
+            try:
+                await stack.start()
+                for scenario in per_mode:
+                    await repeat(mode, scenario, stack)
+            except Exception as exc:
+                outcome.failures.append(Failure(mode, "services", f"{type(exc).__name__}: {exc}"))
+            finally:
+                await stack.close()
+    return outcome
+
+
+def _tool_version(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=10, check=False)
+    except OSError:
+        return "unknown"
+    text = (done.stdout or done.stderr).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def _meta(options: BenchOptions, modes: Sequence[Mode], chosen: Sequence[str]) -> dict[str, Any]:
+    return {
+        "command": shlex.join(["eventflow", *sys.argv[1:]]),
+        "eventflow_version": __version__,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "wrk": _tool_version([wrk_binary(), "--version"]),
+        },
+        "modes": list(modes),
+        "scenarios": list(chosen),
+        "options": asdict(options),
+        "settings": settings_overrides(),
+    }
+
+
+def main(
+    mode: str,
+    scenario_list: str,
+    options: BenchOptions,
+    json_path: Path | None,
+    keep_logs: bool,
+) -> int:
+    """Run the bench and print the table; the exit status is 1 if any scenario failed."""
+    modes = parse_modes(mode)
+    chosen = parse_scenarios(scenario_list)
+    err = Console(stderr=True, log_path=False)
+    meta = _meta(options, modes, chosen)
+    workdir = Path(tempfile.mkdtemp(prefix="eventflow-bench-"))
+    try:
+        outcome = asyncio.run(run_bench(modes, chosen, options, workdir, err))
+    except KeyboardInterrupt:
+        err.print(f"interrupted; logs are in {workdir}")
+        return 130
+    meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    title = (
+        f"EventFlow {__version__} bench: median of {options.runs} run(s) of "
+        f"{options.duration_s} s, {os.cpu_count()} CPUs, load average "
+        f"{meta['machine']['load_average_at_start'][0]} at start"
+    )
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=200)
+    out.print(results_table(outcome.results, title))
+    for failure in outcome.failures:
+        err.print(f"[red]FAILED[/] {failure.mode} · {failure.scenario}: {failure.error}")
+    if json_path is not None:
+        report = results_json(outcome.results, meta)
+        report["failures"] = [asdict(f) for f in outcome.failures]
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        err.print(f"JSON written to {json_path}")
+    failed = bool(outcome.failures) or not all(r.ok for r in outcome.results)
+    if failed or keep_logs:
+        err.print(f"process logs are in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0

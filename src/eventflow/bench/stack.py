@@ -1,0 +1,162 @@
+"""The system under test: a mode's throwaway services, and a fresh deployment for every run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+import asyncpg
+from redis.asyncio import Redis
+
+from eventflow.bench.database import BenchDatabase
+from eventflow.bench.processes import ServerProcess, eventflow_command
+from eventflow.bench.services import PostgresServer, RedisServer, free_port
+from eventflow.config import Settings
+
+Mode = Literal["embedded", "postgres", "distributed"]
+MODES: tuple[Mode, ...] = ("embedded", "postgres", "distributed")
+Command = Literal["up", "api", "worker"]
+
+# What the bench decides for each deployment; every other EVENTFLOW_* variable in the caller's
+# environment reaches the processes under test (to try EVENTFLOW_GROUP_COMMIT_MS=5, say).
+_OWNED = frozenset(
+    "EVENTFLOW_" + name
+    for name in ("HOST", "PORT", "DATA_DIR", "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX")
+)
+# Ingest-only runs have no consumer, so the default backpressure limit would cut them short.
+_DEFAULTS = {"EVENTFLOW_LOG_LEVEL": "warning", "EVENTFLOW_MAX_QUEUE_DEPTH": "1000000000"}
+_WORKER_READY = "worker running"
+
+
+def settings_overrides() -> dict[str, str]:
+    """The EVENTFLOW_* settings the processes get beyond the bench's own (for the report)."""
+    merged = {**_DEFAULTS, **{k: v for k, v in os.environ.items() if k.startswith("EVENTFLOW_")}}
+    return {k: v for k, v in sorted(merged.items()) if k not in _OWNED and "SECRET" not in k}
+
+
+class Stack:
+    """PostgreSQL and Redis as the mode needs them, started once for all of the mode's runs."""
+
+    def __init__(self, mode: Mode, workdir: Path) -> None:
+        self.mode = mode
+        self.workdir = workdir
+        self.postgres: PostgresServer | None = None
+        self.redis: RedisServer | None = None
+        self._secret = secrets.token_urlsafe(48)
+        self._runs = 0
+
+    async def start(self) -> None:
+        if self.mode in ("postgres", "distributed"):
+            self.postgres = PostgresServer()
+            await asyncio.to_thread(self.postgres.start)
+        if self.mode == "distributed":
+            self.redis = RedisServer()
+            await asyncio.to_thread(self.redis.start)
+
+    async def close(self) -> None:
+        for server in (self.redis, self.postgres):
+            if server is not None:
+                await asyncio.to_thread(server.close)
+
+    def service_pids(self) -> dict[str, list[int]]:
+        pids: dict[str, list[int]] = {}
+        if self.postgres is not None and self.postgres.pid is not None:
+            pids["postgres"] = [self.postgres.pid]
+        if self.redis is not None and self.redis.pid is not None:
+            pids["redis"] = [self.redis.pid]
+        return pids
+
+    @asynccontextmanager
+    async def deployment(self) -> AsyncIterator[Deployment]:
+        """A new empty database (and Redis keyspace) with no process running yet."""
+        self._runs += 1
+        run_dir = self.workdir / f"{self.mode}-{self._runs}"
+        run_dir.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k not in _OWNED}
+        env = {**_DEFAULTS, **env, "EVENTFLOW_HOST": "127.0.0.1"}
+        env["EVENTFLOW_DATA_DIR"] = str(run_dir / "data")
+        env.setdefault("EVENTFLOW_JWT_SECRET", self._secret)
+        database = f"bench_{self._runs}"
+        if self.postgres is not None:
+            await _admin(self.postgres.url(), f'CREATE DATABASE "{database}"')
+            env["EVENTFLOW_DATABASE_URL"] = self.postgres.url(database)
+        if self.redis is not None:
+            env["EVENTFLOW_REDIS_URL"] = self.redis.url
+            env["EVENTFLOW_REDIS_PREFIX"] = f"bench{self._runs}"
+        settings = Settings(
+            data_dir=Path(env["EVENTFLOW_DATA_DIR"]),
+            database_url=env.get("EVENTFLOW_DATABASE_URL"),
+            jwt_secret=env["EVENTFLOW_JWT_SECRET"],
+        )
+        deployment = Deployment(self.mode, run_dir, env, settings.effective_database_url)
+        try:
+            yield deployment
+        finally:
+            await deployment.close()
+            if self.postgres is not None:
+                await _admin(self.postgres.url(), f'DROP DATABASE IF EXISTS "{database}" (FORCE)')
+            if self.redis is not None:
+                client = Redis.from_url(self.redis.url)
+                try:
+                    await client.flushdb()
+                finally:
+                    await client.aclose()
+            shutil.rmtree(run_dir / "data", ignore_errors=True)
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+class Deployment:
+    """EventFlow processes on one fresh database; the bench reads that database directly."""
+
+    def __init__(self, mode: Mode, run_dir: Path, env: dict[str, str], database_url: str) -> None:
+        self.mode = mode
+        self.run_dir = run_dir
+        self.env = env
+        self.port = free_port()
+        self.db = BenchDatabase(database_url)
+        self.processes: list[ServerProcess] = []
+
+    async def start(self, command: Command) -> ServerProcess:
+        """``eventflow COMMAND``, returned once it serves HTTP (or, for a worker, consumes)."""
+        count = sum(1 for p in self.processes if p.role == command) + 1
+        env = {**self.env, "EVENTFLOW_PORT": str(self.port)}
+        log_path = self.run_dir / f"{command}-{count}.log"
+        proc = ServerProcess(command, eventflow_command(command), env, log_path, self.port)
+        self.processes.append(proc)
+        await proc.start()
+        if command == "worker":
+            await proc.wait_log(_WORKER_READY)
+        else:
+            await proc.wait_http()
+        return proc
+
+    async def stop(self, proc: ServerProcess) -> None:
+        await proc.stop()
+        self.processes.remove(proc)
+
+    def pids(self) -> dict[str, list[int]]:
+        roles: dict[str, list[int]] = {}
+        for proc in self.processes:
+            roles.setdefault(proc.role, []).append(proc.pid)
+        return roles
+
+    async def close(self) -> None:
+        for proc in list(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                await proc.stop()
+        self.processes.clear()
+        await self.db.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+import uvloop
 from pydantic import ValidationError
 
 from eventflow import __version__
@@ -146,7 +147,8 @@ def api(settings: Settings) -> None:
 def worker(settings: Settings) -> None:
     """Run a worker and a dispatcher, no HTTP. SIGTERM finishes the batch in flight, then exits."""
     try:
-        asyncio.run(_run_worker(settings))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_run_worker(settings))
     except ConfigurationError as exc:
         _fail(str(exc))
 

@@ -59,9 +59,9 @@ class Settings(BaseSettings):
     retry_base_ms: int = Field(1000, ge=1, description="First retry delay; doubles per attempt")
     retry_max_ms: int = Field(300_000, ge=1, description="Upper bound of the retry delay")
     worker_concurrency: int = Field(
-        64, ge=1, le=10_000, description="Handlers running at once per worker process"
+        512, ge=1, le=10_000, description="Handlers running at once per worker process"
     )
-    worker_batch_size: int = Field(256, ge=1, le=5000, description="Events claimed per round trip")
+    worker_batch_size: int = Field(512, ge=1, le=5000, description="Events claimed per round trip")
     lease_ms: int = Field(
         30_000,
         ge=500,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,6 +28,19 @@ from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
+
+
+def _tune_gc() -> None:
+    """Make garbage collections rarer and cheaper for a long-running server.
+
+    Profiling the ingest path put its 60-70 ms p99 spikes on full collections walking every
+    object created at start-up (modules, the app, pools). Those live as long as the process:
+    ``gc.freeze`` moves them out of the collector's sight, and a higher gen-0 threshold runs
+    collections less often (reference counting still frees almost everything at once).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 def make_broker(settings: Settings, repo: EventRepository) -> Broker:
@@ -106,6 +120,7 @@ async def open_runtime(
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
+        _tune_gc()
         yield Services(
             settings=settings,
             engine=engine,

@@ -12,9 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from eventflow.clock import now_ms
 from eventflow.db.engine import begin_write
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status, StoredEvent
-from eventflow.db.tables import attempts, events
+from eventflow.db.tables import ACTIVE_STATUSES, attempts, events
 
 _CLAIMABLE = (Status.QUEUED.value, Status.RETRYING.value)
+# The exact condition of the partial index ix_events_due. SQLite uses a partial index only when
+# the query repeats its WHERE term (it cannot prove that "IN (a, b)" implies "IN (a, b, c)"), so
+# every due scan states it as well; without it, each claim scans the whole table.
+_USES_DUE_INDEX = events.c.status.in_(ACTIVE_STATUSES)
 _LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
 _COPY_COLUMNS = (
     "id",
@@ -131,7 +135,7 @@ class EventRepository:
         now = now_ms()
         due = (
             sa.select(events.c.id)
-            .where(events.c.status.in_(_CLAIMABLE), events.c.available_at <= now)
+            .where(_USES_DUE_INDEX, events.c.status.in_(_CLAIMABLE), events.c.available_at <= now)
             .order_by(events.c.available_at)
             .limit(limit)
         )
@@ -343,7 +347,11 @@ class EventRepository:
         now = now_ms()
         due = (
             sa.select(events.c.id)
-            .where(events.c.status == Status.SCHEDULED.value, events.c.available_at <= now)
+            .where(
+                _USES_DUE_INDEX,
+                events.c.status == Status.SCHEDULED.value,
+                events.c.available_at <= now,
+            )
             .limit(limit)
         )
         if self._postgres:
@@ -368,6 +376,7 @@ class EventRepository:
         overdue = (
             sa.select(events.c.id)
             .where(
+                _USES_DUE_INDEX,
                 events.c.status.in_(_CLAIMABLE),
                 events.c.available_at <= now,
                 sa.or_(
@@ -404,7 +413,11 @@ class EventRepository:
             value = await conn.scalar(
                 sa.select(sa.func.count())
                 .select_from(events)
-                .where(events.c.status.in_(_CLAIMABLE), events.c.available_at <= now_ms())
+                .where(
+                    _USES_DUE_INDEX,
+                    events.c.status.in_(_CLAIMABLE),
+                    events.c.available_at <= now_ms(),
+                )
             )
         return int(value or 0)
 

@@ -38,8 +38,8 @@ class OutcomeStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    concurrency: int = 64
-    batch_size: int = 256
+    concurrency: int = 512
+    batch_size: int = 512
     lease_ms: int = 30_000
     claim_wait_s: float = 1.0
 

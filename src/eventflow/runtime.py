@@ -94,7 +94,7 @@ async def open_runtime(
             repo,
             broker,
             WriterLimits(
-                group_commit_ms=settings.group_commit_ms,
+                group_commit_ms=settings.effective_group_commit_ms,
                 group_commit_max=settings.group_commit_max,
                 commit_timeout_ms=settings.commit_timeout_ms,
                 max_queue_depth=settings.max_queue_depth,

@@ -39,7 +39,7 @@ class _Pending:
 
 @dataclass(frozen=True, slots=True)
 class WriterLimits:
-    group_commit_ms: float = 2.0
+    group_commit_ms: float = 0.5
     group_commit_max: int = 2000
     commit_timeout_ms: int = 1000
     max_queue_depth: int = 1_000_000

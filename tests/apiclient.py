@@ -28,7 +28,7 @@ async def running_app(
     factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
     app = create_asgi_app(settings, factory)
     async with (
-        LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager,
+        LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app),
             base_url="http://eventflow.test",

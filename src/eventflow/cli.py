@@ -160,7 +160,7 @@ async def _run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, serve_api=False, run_worker=True):
+    async with open_runtime(settings, serve_api=False, run_worker=True, tune_gc=True):
         typer.echo("EventFlow worker running; Ctrl-C to stop", err=True)
         await stop.wait()
         typer.echo("EventFlow worker stopping: finishing in-flight events", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,21 @@ from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
+
+
+async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: float) -> None:
+    """One shutdown step with a deadline: a process asked to stop must stop.
+
+    Whatever a step leaves unfinished is safe by design (leases expire, hints are re-published),
+    so giving up on it costs latency, never an acknowledged event.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await stop()
+    except TimeoutError:
+        log.error("shutdown: %s took longer than %.0f s; going on without it", step, seconds)
+    except Exception:
+        log.exception("shutdown: %s failed; going on", step)
 
 
 def _tune_gc() -> None:
@@ -79,17 +95,24 @@ def make_worker(settings: Settings, broker: Broker, repo: EventRepository) -> Wo
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, serve_api: bool = True, run_worker: bool = False
+    settings: Settings,
+    *,
+    serve_api: bool = True,
+    run_worker: bool = False,
+    tune_gc: bool = False,
 ) -> AsyncIterator[Services]:
-    """Everything a process needs; ``run_worker`` adds a worker and a dispatcher."""
+    """Everything a process needs; ``run_worker`` adds a worker and a dispatcher.
+
+    ``tune_gc`` is for processes that own their interpreter (the CLI's), not for embedders.
+    """
     async with AsyncExitStack() as stack:
         engine = create_engine(settings.effective_database_url)
-        stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
         await migrate(engine)
         repo = EventRepository(engine)
         broker = make_broker(settings, repo)
         await broker.start()
-        stack.push_async_callback(broker.close)
+        stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
         writer = GroupCommitWriter(
             repo,
             broker,
@@ -103,7 +126,7 @@ async def open_runtime(
         )
         if serve_api:
             await writer.start()
-            stack.push_async_callback(writer.close)
+            stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
         if run_worker:
             worker = make_worker(settings, broker, repo)
             dispatcher = Dispatcher(
@@ -116,11 +139,12 @@ async def open_runtime(
                 ),
             )
             await worker.start()
-            stack.push_async_callback(worker.stop)
+            stack.push_async_callback(_bounded, "stopping the worker", worker.stop, 20)
             await dispatcher.start()
-            stack.push_async_callback(dispatcher.stop)
+            stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
-        _tune_gc()
+        if tune_gc:
+            _tune_gc()
         yield Services(
             settings=settings,
             engine=engine,

@@ -23,7 +23,7 @@ _RUN_WORKER_ENV = "EVENTFLOW_INTERNAL_RUN_WORKER"
 
 
 def build_app(settings: Settings, *, run_worker: bool) -> ASGIApp:
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
+    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker, tune_gc=True)
     return create_asgi_app(settings, factory)
 
 

@@ -148,7 +148,15 @@ class EventRepository:
         """Claim those of ``ids`` that are still waiting (a broker delivered hints for them)."""
         if not ids:
             return []
-        return await self._claim(events.c.id.in_(ids), now_ms(), owner, lease_ms)
+        return await self._claim(self._id_in(ids), now_ms(), owner, lease_ms)
+
+    def _id_in(self, ids: Sequence[str]) -> sa.ColumnElement[bool]:
+        if not self._postgres:
+            return events.c.id.in_(ids)
+        # One array parameter: the same statement text for every batch size, so PostgreSQL
+        # prepares and plans it once (an expanded IN list is a new statement per size).
+        array = sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.Uuid(as_uuid=False)))
+        return events.c.id == sa.any_(array)
 
     async def _claim(
         self, which: sa.ColumnElement[bool], now: int, owner: str, lease_ms: int

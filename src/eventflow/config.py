@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -172,14 +173,14 @@ class Settings(BaseSettings):
             return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(48)
-        # O_EXCL so two processes starting together agree on one secret.
+        # O_EXCL so two processes starting together agree on one secret; 0600 from creation on,
+        # so it is never readable by others, not even for an instant.
         try:
-            fd = path.open("x")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return path.read_text().strip()
-        with fd:
-            path.chmod(0o600)
-            fd.write(secret)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret)
         return secret
 
 

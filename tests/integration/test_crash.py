@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.eventflow_process import EventflowProcess
+from tests.integration.procs import Proc
 
 pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[Proc]:
+    """A healthy ``eventflow up``; SIGKILLed on the way out if it still runs."""
+    proc = Proc("up", {**os.environ, **env}, log_path)
+    if port is not None:
+        proc.port = port
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill()
 
 
 def _env(
@@ -80,10 +97,8 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
     database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
 ) -> None:
     env = _env(database_url, broker_settings, tmp_path)
-    first = EventflowProcess("up", env, tmp_path / "first.log")
-    first.start()
     acked: list[str] = []
-    try:
+    with _up(env, tmp_path / "first.log") as first:
         async with httpx.AsyncClient(base_url=first.url, timeout=5) as client:
             headers = await _login(client)
             stop = asyncio.Event()
@@ -94,13 +109,10 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
             await asyncio.sleep(0.3)
             stop.set()
             await asyncio.gather(*senders)
-    finally:
-        first.kill()
     # Responses already in the socket buffers at the kill still count: they were sent.
     assert killed_at > 50, f"too little load before the kill ({killed_at} events)"
 
-    second = EventflowProcess("up", env, tmp_path / "second.log", port=first.port)
-    with second:
+    with _up(env, tmp_path / "second.log", port=first.port) as second:
         async with httpx.AsyncClient(base_url=second.url, timeout=10) as client:
             headers = await _login(client)
             deadline = time.monotonic() + 60
@@ -124,8 +136,7 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         "EVENTFLOW_SIMULATE_LATENCY_MS": "200",
         "EVENTFLOW_LOG_LEVEL": "info",
     }
-    process = EventflowProcess("up", env, tmp_path / "up.log")
-    with process:
+    with _up(env, tmp_path / "up.log") as process:
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
             headers = await _login(client)
             batch = {"events": [{"type": "ORDER_CREATED"} for _ in range(200)]}
@@ -139,8 +150,7 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         assert time.monotonic() - started < 20
 
     # Whatever was in flight was finished or handed back, never left "processing".
-    restarted = EventflowProcess("up", env, tmp_path / "again.log", port=process.port)
-    with restarted:
+    with _up(env, tmp_path / "again.log", port=process.port) as restarted:
         async with httpx.AsyncClient(base_url=restarted.url, timeout=5) as client:
             headers = await _login(client)
             statuses = await _all_events(client, headers)
@@ -154,8 +164,7 @@ async def test_several_http_processes_share_the_port(tmp_path: Path) -> None:
         "EVENTFLOW_HTTP_WORKERS": "2",
         "EVENTFLOW_LOG_LEVEL": "warning",
     }
-    process = EventflowProcess("up", env, tmp_path / "up.log")
-    with process:
+    with _up(env, tmp_path / "up.log") as process:
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
             headers = await _login(client)
             ids = [

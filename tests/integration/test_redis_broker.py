@@ -246,7 +246,7 @@ async def test_outcomes_then_settle_leave_nothing_behind(
     claimed = await broker.claim(10, "w1", LEASE_MS, 0.1)
     now = now_ms()
     await store.repo.record_outcomes(
-        "w1", "w1", [Outcome(e.id, e.attempt, Status.COMPLETED, now, now) for e in claimed]
+        "w1", [Outcome(e.id, e.attempt, Status.COMPLETED, now, now) for e in claimed]
     )
     await broker.settle(claimed)
     # A late duplicate of a finished event is spent without a claim.

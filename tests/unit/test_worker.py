@@ -17,7 +17,7 @@ class FakeStore:
         self.outcomes: list[Outcome] = []
         self.released = 0
 
-    async def record_outcomes(self, owner: str, worker: str, outcomes: Sequence[Outcome]) -> None:
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
         self.outcomes.extend(outcomes)
 
     async def renew_leases(self, owner: str, ids: Sequence[str], lease_ms: int) -> None:

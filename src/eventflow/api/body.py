@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.types import Message, Receive
 
 from eventflow.errors import BadRequest, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body; 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError as exc:
-            raise BadRequest("Content-Length is not a number") from exc
-        if size > limit:
-            raise PayloadTooLarge(f"The body is {size} bytes; the limit is {limit}")
+    """The raw body of a FastAPI route's request (see ``read_limited``)."""
+    return await read_limited(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_limited(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """The raw body; 413 as soon as it is known to exceed ``limit`` bytes, 400 when empty."""
+    if content_length is not None:
+        if not content_length.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(content_length) > limit:
+            raise PayloadTooLarge(f"The body is {content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("The client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = b"".join(chunks)
     if not body:
         raise BadRequest("The request body is empty; send a JSON object")

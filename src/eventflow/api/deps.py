@@ -27,7 +27,8 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 async def current_user_id(
     services: ServicesDep, token: Annotated[str | None, Security(_bearer)]
 ) -> str:
-    user_id = services.tokens.from_header(f"Bearer {token}" if token else None)
+    # OAuth2PasswordBearer has already taken the token out of "Bearer …" (None if absent).
+    user_id = services.tokens.verify(token) if token else services.tokens.from_header(None)
     await ensure_known_user(services, user_id)
     return user_id
 

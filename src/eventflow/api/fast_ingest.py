@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventflow.api import problems
+from eventflow.api.body import read_limited
 from eventflow.api.deps import ensure_known_user
-from eventflow.errors import BadRequest, EventflowError, PayloadTooLarge
+from eventflow.errors import EventflowError
 from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
 from eventflow.services import Services
 
@@ -94,10 +95,11 @@ class IngestFastPath:
         user_id = services.tokens.from_header(headers.get(b"authorization"))
         await ensure_known_user(services, user_id)
         content_type = headers.get(b"content-type")
+        length = headers.get(b"content-length")
         if batch:
-            body = await _read_body(receive, headers, services.settings.max_batch_bytes)
+            body = await read_limited(receive, length, services.settings.max_batch_bytes)
             return await accept_batch(services, user_id, content_type, body)
-        body = await _read_body(receive, headers, single_body_limit(services))
+        body = await read_limited(receive, length, single_body_limit(services))
         key = headers.get(b"idempotency-key")
         return await accept_event(services, user_id, content_type, key, body)
 
@@ -105,29 +107,3 @@ class IngestFastPath:
 def _headers(scope: Scope) -> dict[bytes, str]:
     wanted = {b"authorization", b"content-type", b"content-length", b"idempotency-key"}
     return {name: value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
-
-
-async def _read_body(receive: Receive, headers: dict[bytes, str], limit: int) -> bytes:
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("Content-Length is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("The client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    if not body:
-        raise BadRequest("The request body is empty; send a JSON object")
-    return body

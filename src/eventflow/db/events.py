@@ -207,7 +207,7 @@ class EventRepository:
 
     # -- settling ----------------------------------------------------------------------------
 
-    async def record_outcomes(self, owner: str, worker: str, outcomes: Sequence[Outcome]) -> None:
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of attempt outcomes and their history in one transaction.
 
         Each update is guarded by the lease (owner and attempt number), so a worker whose lease
@@ -268,7 +268,7 @@ class EventRepository:
                 "number": o.attempt,
                 "outcome": o.status.value,
                 "error": o.error,
-                "worker": worker,
+                "worker": owner,
                 "started_at": o.started_at,
                 "finished_at": o.finished_at,
             }
@@ -430,27 +430,9 @@ class EventRepository:
         return int(value or 0)
 
 
-def _insert_values(e: NewEvent) -> dict[str, Any]:
-    queued = e.status is Status.QUEUED
-    return {
-        "id": e.id,
-        "user_id": e.user_id,
-        "type": e.type,
-        "payload": e.payload,
-        "status": e.status.value,
-        "attempts": 0,
-        "attempt_base": 0,
-        "available_at": e.available_at,
-        # The writer publishes a hint right after commit, so a queued row counts as dispatched.
-        "dispatched_at": e.created_at if queued else None,
-        "idempotency_key": e.idempotency_key,
-        "created_at": e.created_at,
-        "updated_at": e.created_at,
-    }
-
-
 def _copy_record(e: NewEvent) -> tuple[object, ...]:
-    """``_insert_values`` as a tuple in ``_COPY_COLUMNS`` order."""
+    """A new row in ``_COPY_COLUMNS`` order."""
+    # The writer publishes a hint right after commit, so a queued row counts as dispatched.
     dispatched = e.created_at if e.status is Status.QUEUED else None
     return (
         e.id,
@@ -466,3 +448,7 @@ def _copy_record(e: NewEvent) -> tuple[object, ...]:
         e.created_at,
         e.created_at,
     )
+
+
+def _insert_values(e: NewEvent) -> dict[str, Any]:
+    return dict(zip(_COPY_COLUMNS, _copy_record(e), strict=True))

@@ -76,7 +76,6 @@ class GroupCommitWriter:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self.queue_depth = 0
-        self.committed_events = 0
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="group-commit")
@@ -166,12 +165,11 @@ class GroupCommitWriter:
             self.database_down = _reason(exc)
             _fail(batch, self._database_error())
             return
-        self.committed_events += sum(1 for s in stored if not s.duplicate)
         ready = [s.id for s in stored if s.status is Status.QUEUED and not s.duplicate]
         # With the broker known to be down, waiting for another failure would only delay the
         # 202s of rows that are already safe; the dispatcher publishes their hints later.
         if ready and self.broker_down is None:
-            await self._publish(ready)
+            await self.publish(ready)
         offset = 0
         for p in batch:
             part = stored[offset : offset + len(p.events)]
@@ -186,7 +184,10 @@ class GroupCommitWriter:
             retry_after=1,
         )
 
-    async def _publish(self, ready: list[str]) -> None:
+    async def publish(self, ready: list[str]) -> None:
+        """Hand hints for committed events to the broker; never raises (the rows are safe)."""
+        if not ready:
+            return
         # The rows are committed, so these events are safe whatever happens here: the
         # dispatcher re-publishes hints that never arrived. Answering 503 now would invite
         # duplicate sends, so the requests still get their 202; later ones get 503 until the

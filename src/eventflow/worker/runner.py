@@ -27,9 +27,7 @@ _SHUTDOWN_WRITE_TRIES = 5
 
 
 class OutcomeStore(Protocol):
-    async def record_outcomes(
-        self, owner: str, worker: str, outcomes: Sequence[Outcome]
-    ) -> None: ...
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None: ...
 
     async def renew_leases(self, owner: str, ids: Sequence[str], lease_ms: int) -> None: ...
 
@@ -191,7 +189,7 @@ class Worker:
         tries = 0
         while True:
             try:
-                await self._store.record_outcomes(self.name, self.name, [o for _, o in batch])
+                await self._store.record_outcomes(self.name, [o for _, o in batch])
                 break
             except Exception as exc:
                 tries += 1

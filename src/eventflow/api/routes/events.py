@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Annotated, Any
 
 import orjson
@@ -30,9 +28,6 @@ from eventflow.ingest.accept import accept_batch, accept_event, single_body_limi
 from eventflow.ingest.validation import BatchIn, EventIn
 
 router = APIRouter(prefix="/events", tags=["events"])
-log = logging.getLogger(__name__)
-
-_PUBLISH_BUDGET_S = 0.5
 
 
 def _json(status: int, body: Any) -> Response:
@@ -134,7 +129,7 @@ async def list_events(
 async def retry_failed(services: ServicesDep, user_id: UserId) -> ReplayOut:
     """Replay every one of your failed events."""
     ids = await services.queries.replay_failed(user_id)
-    await _publish_hints(services, ids)
+    await services.writer.publish(ids)
     return ReplayOut(replayed=len(ids), ids=ids)
 
 
@@ -166,22 +161,8 @@ async def retry_event(event_id: str, services: ServicesDep, user_id: UserId) -> 
         current = await _owned(services, user_id, event_id)
         allowed = " or ".join(s.value for s in REPLAYABLE)
         raise Conflict(f"Only {allowed} events can be replayed; this one is {current.status}")
-    await _publish_hints(services, replayed)
+    await services.writer.publish(replayed)
     return AcceptedOut(id=row.id, status="queued", created_at=iso(row.created_at) or "")
-
-
-async def _publish_hints(services: ServicesDep, ids: list[str]) -> None:
-    """Best effort: the replay is committed, and the dispatcher re-publishes lost hints."""
-    if not ids:
-        return
-    try:
-        async with asyncio.timeout(_PUBLISH_BUDGET_S):
-            await services.broker.publish(ids)
-    except Exception as exc:
-        log.warning(
-            "publishing %d replayed events failed (dispatcher will retry): %r", len(ids), exc
-        )
-        await services.events.forget_dispatch(ids)
 
 
 async def _owned(services: ServicesDep, user_id: str, event_id: str) -> EventRow:

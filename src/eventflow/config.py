@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         "(unset: 2 on SQLite, 0.5 on PostgreSQL)",
     )
     group_commit_max: int = Field(2000, ge=1, description="Most events written in one group commit")
+    group_commits_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Group commits the writer runs at once, so the next group forms while one "
+        "commits (unset: 1 on SQLite, 3 on PostgreSQL)",
+    )
     commit_timeout_ms: int = Field(
         1000, ge=10, description="Budget for a group commit before the requests get 503"
     )
@@ -155,6 +162,13 @@ class Settings(BaseSettings):
         # in-process worker, so fewer, larger transactions win; PostgreSQL commits concurrently
         # and a shorter window gives more throughput and a lower p50.
         return 2.0 if self.mode == "embedded" else 0.5
+
+    @property
+    def effective_group_commits_in_flight(self) -> int:
+        if self.group_commits_in_flight is not None:
+            return self.group_commits_in_flight
+        # SQLite has one writer: a second transaction in flight would only queue for its lock.
+        return 1 if self.mode == "embedded" else 3
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -119,6 +119,7 @@ async def open_runtime(
             WriterLimits(
                 group_commit_ms=settings.effective_group_commit_ms,
                 group_commit_max=settings.group_commit_max,
+                commits_in_flight=settings.effective_group_commits_in_flight,
                 commit_timeout_ms=settings.commit_timeout_ms,
                 max_queue_depth=settings.max_queue_depth,
             ),

@@ -125,7 +125,7 @@ async def test_flushall_loses_no_queued_event(fresh_postgres: str, tmp_path: Pat
         finally:
             await client.aclose()
         queued = (await status_counts(fresh_postgres)).get("queued", 0)
-        assert waiting > 100 and queued > 100, "the flush should have hit a backlog"
+        assert waiting > 0 and queued > 100, "the flush should have hit a backlog"
 
         await wait_until_settled(fresh_postgres, len(accepted), within=60, cluster=group)
 

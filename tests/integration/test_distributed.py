@@ -12,7 +12,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from eventflow.broker.keys import EVENT_FIELD, GROUP, RedisKeys
+from eventflow.broker.keys import GROUP, IDS_FIELD, RedisKeys
 from tests.integration import trace_handlers
 from tests.integration.procs import (
     Cluster,
@@ -37,7 +37,7 @@ async def _duplicate_hints(redis_url: str, keys: RedisKeys, event_ids: list[str]
             chunk = event_ids[start : start + 2000]
             async with client.pipeline(transaction=False) as pipe:
                 for event_id in chunk:
-                    pipe.xadd(keys.stream, {EVENT_FIELD: event_id})
+                    pipe.xadd(keys.stream, {IDS_FIELD: event_id})
                 await pipe.execute()
     finally:
         await client.aclose()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from eventflow.broker.keys import EVENT_FIELD, GROUP
+from eventflow.broker.keys import GROUP, IDS_FIELD, IDS_PER_ENTRY
 from eventflow.broker.redis_streams import RedisBroker
 from eventflow.clock import now_ms
 from eventflow.config import Settings
@@ -75,8 +76,13 @@ async def make_broker(redis_url: str, store: Store) -> AsyncIterator[BrokerFacto
 
     yield build
     for broker in made:
-        await broker.client.delete(broker.keys.stream)
         await broker.close()
+    cleanup = Redis.from_url(redis_url)
+    try:
+        for broker in made:
+            await cleanup.delete(broker.keys.stream, broker.keys.hinted)
+    finally:
+        await cleanup.aclose()
 
 
 async def _pending(broker: RedisBroker) -> dict[str, int]:
@@ -85,12 +91,12 @@ async def _pending(broker: RedisBroker) -> dict[str, int]:
 
 
 async def _claim_all(broker: RedisBroker, owner: str, limit: int = 500) -> list[ClaimedEvent]:
-    """Claim until the stream has nothing undelivered (a batch of spent copies claims none)."""
+    """Claim until neither the stream nor the broker's buffer holds a hint."""
     claimed: list[ClaimedEvent] = []
     while True:
         batch = await broker.claim(limit, owner, LEASE_MS, 0.05)
         claimed.extend(batch)
-        if not batch and await broker.depth() == 0:
+        if not batch and await broker.depth() == 0 and broker.buffered == 0:
             return claimed
 
 
@@ -105,8 +111,11 @@ async def test_publish_claim_settle_round_trip(store: Store, make_broker: Broker
     assert sorted(e.id for e in claimed) == sorted(ids)
     assert all(e.attempt == 1 for e in claimed)
     assert await broker.depth() == 0
-    assert await _pending(broker) == {"w1": 10}
-    await broker.settle(claimed)
+    # One entry carries the whole publish: one XADD, one pending entry.
+    assert await _pending(broker) == {"w1": 1}
+    await broker.settle(claimed[:9])
+    assert await _pending(broker) == {"w1": 1}, "an entry stays until all its events settle"
+    await broker.settle(claimed[9:])
     assert await _pending(broker) == {}
     # Settled hints are deleted, not only acknowledged: the stream holds no history.
     assert await broker.client.xlen(broker.keys.stream) == 0
@@ -118,11 +127,11 @@ async def test_duplicate_and_malformed_hints_are_spent_at_once(
     broker = await make_broker()
     (event_id,) = await store.add(1)
     await broker.publish([event_id, event_id])
-    await broker.client.xadd(broker.keys.stream, {EVENT_FIELD: "not-an-id"})
+    await broker.client.xadd(broker.keys.stream, {IDS_FIELD: "not-an-id"})
     await broker.client.xadd(broker.keys.stream, {"other": "field"})
     await broker.publish([new_id()])  # an event that does not exist
 
-    claimed = await broker.claim(100, "w1", LEASE_MS, 1.0)
+    claimed = await _claim_all(broker, "w1", 100)
 
     assert [e.id for e in claimed] == [event_id]
     # Only the hint behind the claimed event stays pending; the rest is gone for good.
@@ -169,7 +178,7 @@ async def test_hints_held_by_a_dead_consumer_are_taken_over(
 
     assert sorted(e.id for e in taken) == sorted(ids)
     assert all(e.attempt == 2 for e in taken)
-    assert await _pending(alive) == {"alive": 20}
+    assert await _pending(alive) == {"alive": 1}
     await alive.settle(taken)
     assert await broker_len(alive) == 0
 
@@ -191,7 +200,8 @@ async def test_trim_drops_handled_entries_only(store: Store, make_broker: Broker
     broker = await make_broker()
     client, stream = broker.client, broker.keys.stream
     handled = await store.add(450)
-    await broker.publish(handled)
+    for event_id in handled:  # one entry each, as 450 separate commits would publish them
+        await broker.publish([event_id])
     read = await _claim_all(broker, "w1")
     entries = [str(e[0]) for e in await client.xrange(stream) or []]
     # Acknowledged without deletion: what a settle interrupted between the two would leave.
@@ -206,7 +216,7 @@ async def test_trim_drops_handled_entries_only(store: Store, make_broker: Broker
     removed = await broker.trim()
 
     assert removed >= 300, "whole nodes of handled entries should go"
-    assert await _pending(broker) == {"w1": 30}
+    assert await _pending(broker) == {"w1": 1}
     rest = await _claim_all(broker, "w1")
     assert sorted(e.id for e in rest) == sorted(waiting)
     await broker.settle(in_flight + rest)
@@ -214,19 +224,69 @@ async def test_trim_drops_handled_entries_only(store: Store, make_broker: Broker
     assert await broker_len(broker) <= 100  # at most the one node "~" trimming may keep
 
 
-async def test_depth_counts_hints_not_yet_delivered(
+async def test_depth_counts_events_not_yet_delivered(
     store: Store, make_broker: BrokerFactory
 ) -> None:
     broker = await make_broker()
     assert await broker.depth() == 0
-    ids = await store.add(50)
-    await broker.publish(ids)
-    claimed = await broker.claim(20, "w1", LEASE_MS, 0.1)
-    assert await broker.depth() == 30
+    first, rest = await store.add(10), await store.add(2 * IDS_PER_ENTRY + 40)
+    await broker.publish(first)
+    await broker.publish(rest)  # three entries
+    assert await broker.depth() == 10 + len(rest), "depth counts events, not entries"
+
+    claimed = await broker.claim(10, "w1", LEASE_MS, 0.1)  # reads the first entry only
+
+    assert sorted(e.id for e in claimed) == sorted(first)
+    assert await broker.depth() == len(rest)
     await broker.settle(claimed)
-    assert await broker.depth() == 30
+    assert await broker.depth() == len(rest)
     await broker.client.delete(broker.keys.stream)
     assert await broker.depth() == 0
+
+
+async def test_depth_heals_a_count_left_by_a_dead_reader(
+    store: Store, make_broker: BrokerFactory
+) -> None:
+    broker = await make_broker()
+    await broker.publish(await store.add(5))
+    # A worker read the entry and died before counting it as delivered.
+    await broker.client.xreadgroup(GROUP, "dead", {broker.keys.stream: ">"}, count=10)
+    assert await broker.client.get(broker.keys.hinted) == "5"
+
+    assert await broker.depth() == 0
+    assert await broker.client.get(broker.keys.hinted) == "0"
+
+
+async def test_a_small_claim_hands_surplus_hints_to_other_workers(
+    store: Store, make_broker: BrokerFactory
+) -> None:
+    slow, idle = await make_broker(), await make_broker()
+    ids = await store.add(300)
+    await slow.publish(ids)  # one entry
+
+    claimed = await slow.claim(4, "slow", LEASE_MS, 0.1)
+
+    assert len(claimed) == 4
+    assert 0 < slow.buffered <= 64, "a worker must not hoard a whole entry"
+    taken = await _claim_all(idle, "idle")
+    assert len(taken) == 300 - 4 - slow.buffered
+    rest = await _claim_all(slow, "slow")
+    assert sorted(e.id for e in claimed + taken + rest) == sorted(ids)
+
+
+async def test_unclaimed_hints_go_back_on_the_stream_at_close(
+    store: Store, make_broker: BrokerFactory
+) -> None:
+    closing, other = await make_broker(), await make_broker()
+    ids = await store.add(30)
+    await closing.publish(ids)
+    claimed = await closing.claim(10, "w1", LEASE_MS, 0.1)
+    assert closing.buffered == 20
+
+    await closing.close()
+
+    rest = await _claim_all(other, "w2")
+    assert sorted(e.id for e in claimed + rest) == sorted(ids)
 
 
 async def test_prefixes_keep_deployments_apart(store: Store, make_broker: BrokerFactory) -> None:

@@ -52,15 +52,16 @@ class IngestFastPath:
         if path != self._single and path != self._batch:
             await self.app(scope, receive, send)
             return
+        headers = _headers(scope)
         if self._outermost is None:
             services: Services = scope["app"].state.services
-        elif any(name == b"origin" for name, _ in scope["headers"]):
+        elif b"origin" in headers:
             await self.app(scope, receive, send)
             return
         else:
             services = self._outermost.state.services
         try:
-            result = await self._handle(services, scope, receive, path == self._batch)
+            result = await self._handle(services, headers, receive, path == self._batch)
         except EventflowError as exc:
             await problems.from_error(exc)(scope, receive, send)
             return
@@ -89,9 +90,8 @@ class IngestFastPath:
         await send({"type": "http.response.body", "body": body})
 
     async def _handle(
-        self, services: Services, scope: Scope, receive: Receive, batch: bool
+        self, services: Services, headers: dict[bytes, str], receive: Receive, batch: bool
     ) -> dict[str, Any]:
-        headers = _headers(scope)
         user_id = services.tokens.from_header(headers.get(b"authorization"))
         await ensure_known_user(services, user_id)
         content_type = headers.get(b"content-type")
@@ -104,6 +104,10 @@ class IngestFastPath:
         return await accept_event(services, user_id, content_type, key, body)
 
 
+_WANTED = frozenset(
+    {b"authorization", b"content-type", b"content-length", b"idempotency-key", b"origin"}
+)
+
+
 def _headers(scope: Scope) -> dict[bytes, str]:
-    wanted = {b"authorization", b"content-type", b"content-length", b"idempotency-key"}
-    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
+    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED}

@@ -15,8 +15,10 @@ from eventflow.errors import ConfigurationError
 
 #: The consumer group every worker joins; a group name lives inside the stream, it is not a key.
 GROUP = "workers"
-#: The stream field that holds the event id of a hint.
-EVENT_FIELD = "e"
+#: The stream field that holds the event ids of a hint entry, comma-separated: one entry carries
+#: every ready event of one group commit (up to ``IDS_PER_ENTRY``), not one entry per event.
+IDS_FIELD = "ids"
+IDS_PER_ENTRY = 500
 
 # ":" is reserved as the separator inside keys and tags, so "{a:1}" (partition 1 of "a") can
 # never be the tag of a deployment named "a:1"; braces would break the hash tag.
@@ -46,6 +48,11 @@ class RedisKeys:
     def stream(self) -> str:
         """The stream of "event is ready" hints that the consumer group reads."""
         return f"{self.tag}:ready"
+
+    @property
+    def hinted(self) -> str:
+        """A counter of event ids published but not yet read by a worker (the queue depth)."""
+        return f"{self.tag}:hinted"
 
     def for_partition(self, partition: int) -> RedisKeys:
         return RedisKeys(self.prefix, partition)

@@ -41,6 +41,9 @@ class _Pending:
 class WriterLimits:
     group_commit_ms: float = 0.5
     group_commit_max: int = 2000
+    #: Group commits in flight at once: the next group forms and is written while the previous
+    #: one is still committing (1 on SQLite, which has a single writer anyway).
+    commits_in_flight: int = 2
     commit_timeout_ms: int = 1000
     max_queue_depth: int = 1_000_000
     max_waiting: int = 100_000
@@ -73,6 +76,8 @@ class GroupCommitWriter:
         self._waiting_events = 0
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(limits.commits_in_flight)
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self.queue_depth = 0
@@ -90,6 +95,7 @@ class GroupCommitWriter:
             await asyncio.gather(self._monitor, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def submit(
         self, user_id: str, items: Sequence[ValidEvent], idempotency_key: str | None = None
@@ -110,8 +116,9 @@ class GroupCommitWriter:
         self._pending.append(pending)
         self._waiting_events += len(items)
         self._wakeup.set()
-        # shield: a client that disconnects must not cancel a write other requests share.
-        return await asyncio.shield(pending.done)
+        # A client that disconnects cancels only this future of its own; the write that the
+        # group shares runs in the writer's task and skips futures that are already done.
+        return await pending.done
 
     def _check_dependencies(self) -> None:
         if self.database_down is not None:
@@ -134,8 +141,17 @@ class GroupCommitWriter:
             if self._waiting_events < self._limits.group_commit_max and not self._closing:
                 # Let concurrent requests join this transaction; a few ms buys ~2x throughput.
                 await asyncio.sleep(self._limits.group_commit_ms / 1000)
-            batch = self._take_batch()
+            # Requests that arrive while every slot is busy join the next group.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._write_in_slot(self._take_batch()))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write_in_slot(self, batch: list[_Pending]) -> None:
+        try:
             await self._write(batch)
+        finally:
+            self._slots.release()
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []

@@ -81,3 +81,44 @@ async def test_concurrency_limit_is_respected() -> None:
     worker = Worker(broker, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
     await _drain(broker, store, 40, worker)
     assert peak == 4
+
+
+class GatedStore(FakeStore):
+    """Outcome writes wait until the gate opens, as a slow commit would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
+        await self.gate.wait()
+        await super().record_outcomes(owner, outcomes)
+
+
+async def test_next_batch_runs_while_outcomes_commit_but_stays_bounded() -> None:
+    calls = 0
+
+    async def count(event: EventContext) -> HandlerResult:
+        nonlocal calls
+        calls += 1
+        return None
+
+    registry = builtin_registry()
+    registry.add("COUNT", count)
+    broker, store = MemoryBroker(), GatedStore()
+    broker.put(*[_claimed(i, "COUNT") for i in range(40)])
+    worker = Worker(broker, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    await worker.start()
+    async with asyncio.timeout(5):
+        while calls < 8:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
+    await asyncio.sleep(0.1)
+    # Handler slots were reused while the first outcomes waited, but no further than one more
+    # ``concurrency`` of events waiting for their write.
+    assert calls == 8
+    assert store.outcomes == []
+    store.gate.set()
+    async with asyncio.timeout(10):
+        while len(store.outcomes) < 40 or len(broker.settled) < 40:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await worker.stop()

@@ -69,7 +69,9 @@ class Worker:
         self._policy = policy
         self._options = options
         self.name = name or worker_name()
+        # Claimed and not yet recorded (running, or finished and waiting for the outcome write).
         self._inflight: dict[str, ClaimedEvent] = {}
+        self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._done: list[tuple[ClaimedEvent, Outcome]] = []
         self._done_signal = asyncio.Event()
@@ -112,7 +114,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         opts = self._options
         while not self._stopping.is_set():
-            free = opts.concurrency - len(self._inflight)
+            # Handler slots free up when a handler returns, not when its outcome is written, so
+            # the next batch is claimed while the last one's outcomes commit; events waiting for
+            # that write are bounded by a second ``concurrency``.
+            free = min(opts.concurrency - self._running, 2 * opts.concurrency - len(self._inflight))
             if free <= 0:
                 self._capacity.clear()
                 await self._capacity.wait()
@@ -125,6 +130,7 @@ class Worker:
                 log.warning("claim failed, retrying in 1 s: %r", exc)
                 await _sleep_unless(self._stopping, 1.0)
                 continue
+            self._running += len(claimed)
             for event in claimed:
                 self._inflight[event.id] = event
                 task = asyncio.create_task(self._run(event))
@@ -132,6 +138,13 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     async def _run(self, event: ClaimedEvent) -> None:
+        try:
+            await self._attempt(event)
+        finally:
+            self._running -= 1
+            self._capacity.set()
+
+    async def _attempt(self, event: ClaimedEvent) -> None:
         started = now_ms()
         handler = self._registry.resolve(event.type)
         try:

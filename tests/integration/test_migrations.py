@@ -26,7 +26,7 @@ async def _tables(url: str) -> set[str]:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
     finally:
         await engine.dispose()
-    assert version == "0001"
+    assert version == "0002"
     return set(names)
 
 
@@ -43,6 +43,27 @@ async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: P
         for engine in engines:
             await engine.dispose()
     assert {"users", "events", "attempts", "alembic_version"} <= await _tables(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_rare_lookups_have_partial_indexes(database_url: str | None, tmp_path: Path) -> None:
+    url = Settings(
+        data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET
+    ).effective_database_url
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("events"))
+    finally:
+        await engine.dispose()
+    dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+    where = {
+        i["name"]: str(i.get("dialect_options", {}).get(f"{dialect}_where", "")) for i in indexes
+    }
+    assert "idempotency_key IS NOT NULL" in where["uq_events_user_id_idempotency_key"]
+    assert "completed" in where["ix_events_user_id_status_id"]
+    assert "completed_at IS NOT NULL" in where["ix_events_user_id_completed_at"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.clock import now_ms
 from eventflow.db.engine import begin_write
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
-from eventflow.db.tables import attempts, events
+from eventflow.db.tables import attempts, events, status_is
 from eventflow.ids import uuid7_floor
 
 _LATENCY_WINDOW_MS = 5 * 60_000
@@ -68,7 +68,7 @@ class EventQueries:
         if before_id is not None:
             query = query.where(events.c.id < before_id)
         if status is not None:
-            query = query.where(events.c.status == status.value)
+            query = query.where(status_is(status.value))
         if type_ is not None:
             query = query.where(events.c.type == type_)
         query = query.order_by(events.c.id.desc()).limit(limit + 1)
@@ -125,7 +125,7 @@ class EventQueries:
 
     async def replay_failed(self, user_id: str) -> list[str]:
         return await self._replay(
-            sa.and_(events.c.user_id == user_id, events.c.status == Status.FAILED.value)
+            sa.and_(events.c.user_id == user_id, status_is(Status.FAILED.value))
         )
 
     async def _replay(self, which: sa.ColumnElement[bool]) -> list[str]:

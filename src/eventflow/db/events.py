@@ -112,7 +112,9 @@ class EventRepository:
     ) -> dict[tuple[str, str], StoredEvent]:
         insert = postgresql.insert(events) if self._postgres else sqlite.insert(events)
         stmt = insert.on_conflict_do_nothing(
-            index_elements=["user_id", "idempotency_key"]
+            index_elements=["user_id", "idempotency_key"],
+            # The unique index is partial (keyed events only): the conflict target names it.
+            index_where=events.c.idempotency_key.is_not(None),
         ).returning(events.c.id)
         result = await conn.execute(stmt, [_insert_values(e) for e in keyed])
         inserted = {str(row.id) for row in result}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.db.rows import Status
-from eventflow.db.tables import events
+from eventflow.db.tables import events, status_is
 from eventflow.ids import uuid7_floor
 
 PREVIEW_CHARS = 160
@@ -165,7 +165,7 @@ class FeedQueries:
                     await _rows(
                         conn,
                         sa.select(*_FEED_COLUMNS)
-                        .where(events.c.user_id == user_id, events.c.status == status.value)
+                        .where(events.c.user_id == user_id, status_is(status.value))
                         .order_by(events.c.id.desc())
                         .limit(per_status),
                     )

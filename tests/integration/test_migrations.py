@@ -26,7 +26,7 @@ async def _tables(url: str) -> set[str]:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
     finally:
         await engine.dispose()
-    assert version == "0002"
+    assert version == "0003"
     return set(names)
 
 
@@ -64,6 +64,27 @@ async def test_rare_lookups_have_partial_indexes(database_url: str | None, tmp_p
     assert "idempotency_key IS NOT NULL" in where["uq_events_user_id_idempotency_key"]
     assert "completed" in where["ix_events_user_id_status_id"]
     assert "completed_at IS NOT NULL" in where["ix_events_user_id_completed_at"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_foreign_keys_are_declared_on_sqlite_only(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    url = Settings(
+        data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET
+    ).effective_database_url
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            keys = await conn.run_sync(
+                lambda c: [
+                    fk for t in ("events", "attempts") for fk in sa.inspect(c).get_foreign_keys(t)
+                ]
+            )
+    finally:
+        await engine.dispose()
+    assert len(keys) == (2 if url.startswith("sqlite") else 0)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -12,13 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from eventflow.clock import now_ms
 from eventflow.db.engine import begin_write, one_statement
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status, StoredEvent
-from eventflow.db.tables import ACTIVE_STATUSES, attempts, events
+from eventflow.db.tables import ACTIVE, PROCESSING, attempts, events
 
 _CLAIMABLE = (Status.QUEUED.value, Status.RETRYING.value)
-# The exact condition of the partial index ix_events_due. SQLite uses a partial index only when
-# the query repeats its WHERE term (it cannot prove that "IN (a, b)" implies "IN (a, b, c)"), so
-# every due scan states it as well; without it, each claim scans the whole table.
-_USES_DUE_INDEX = events.c.status.in_(ACTIVE_STATUSES)
+# The exact conditions of the partial indexes ix_events_due and ix_events_lease, as literal SQL.
+# SQLite uses a partial index only when the query repeats its WHERE term with the same constants
+# (it cannot prove that "IN (a, b)" implies "IN (a, b, c)", and a bound parameter never matches),
+# so every due or lease scan states them too; without them each claim scans the whole table.
+_USES_DUE_INDEX = sa.text(ACTIVE)
+_USES_LEASE_INDEX = sa.text(PROCESSING)
 _LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
 _COPY_COLUMNS = (
     "id",
@@ -308,7 +310,11 @@ class EventRepository:
         async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(events.c.status == Status.PROCESSING.value, events.c.lease_owner == owner)
+                .where(
+                    _USES_LEASE_INDEX,
+                    events.c.status == Status.PROCESSING.value,
+                    events.c.lease_owner == owner,
+                )
                 .values(
                     status=Status.QUEUED.value,
                     # The attempt never finished through no fault of the event's.
@@ -327,9 +333,7 @@ class EventRepository:
         """Return events whose worker died (lease expired) to the queue, or dead-letter them."""
         now = now_ms()
         expired = (
-            sa.select(events.c.id)
-            .where(events.c.status == Status.PROCESSING.value, events.c.lease_until < now)
-            .limit(limit)
+            sa.select(events.c.id).where(_USES_LEASE_INDEX, events.c.lease_until < now).limit(limit)
         )
         if self._postgres:
             expired = expired.with_for_update(skip_locked=True)

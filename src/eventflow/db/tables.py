@@ -20,7 +20,12 @@ metadata = sa.MetaData(
 _Id = sa.Uuid(as_uuid=False)
 _BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-ACTIVE_STATUSES = ("queued", "retrying", "scheduled")
+# The predicates of the partial indexes, as literal SQL. Queries repeat them word for word:
+# SQLite uses a partial index only when the query's WHERE contains its condition with the same
+# constants; a bound parameter ("status IN (?, ?, ?)") never qualifies and turns each claim into
+# a scan of the whole table.
+ACTIVE = "status IN ('queued', 'retrying', 'scheduled')"
+PROCESSING = "status = 'processing'"
 #: The predicate of the partial index ix_events_user_id_status_id.
 NOT_COMPLETED = "status <> 'completed'"
 
@@ -96,14 +101,14 @@ events = sa.Table(
     sa.Index(
         "ix_events_due",
         "available_at",
-        postgresql_where=sa.text("status IN ('queued', 'retrying', 'scheduled')"),
-        sqlite_where=sa.text("status IN ('queued', 'retrying', 'scheduled')"),
+        postgresql_where=sa.text(ACTIVE),
+        sqlite_where=sa.text(ACTIVE),
     ),
     sa.Index(
         "ix_events_lease",
         "lease_until",
-        postgresql_where=sa.text("status = 'processing'"),
-        sqlite_where=sa.text("status = 'processing'"),
+        postgresql_where=sa.text(PROCESSING),
+        sqlite_where=sa.text(PROCESSING),
     ),
 )
 

@@ -1,0 +1,88 @@
+"""The queue's scans use their partial indexes on SQLite, with the parameters really sent.
+
+SQLite uses a partial index only when the query repeats the index's condition with the same
+constants; a bound parameter never qualifies. A query that misses its index still answers
+correctly, only slower as the history grows, so the plans are checked here directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.db.engine import create_engine
+from eventflow.db.event_queries import EventQueries
+from eventflow.db.events import EventRepository
+from eventflow.db.feed import FeedQueries
+from eventflow.db.migrate import migrate
+from eventflow.db.rows import Status
+from eventflow.ids import new_id
+
+Statement = tuple[str, Any]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}")
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> list[str]:
+    """The query plan of every statement ``call`` runs, with the parameters it sent."""
+    sent: list[Statement] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            sent.append((statement, params))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await call()
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    assert sent, "the call ran no query"
+    plans = []
+    async with engine.connect() as conn:
+        for statement, params in sent:
+            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            plans.append(" | ".join(str(row[-1]) for row in rows))
+    return plans
+
+
+async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEngine) -> None:
+    repo = EventRepository(engine)
+    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("ix_events_due", lambda: repo.claim_due(100, "w", 1000)),
+        ("ix_events_due", lambda: repo.promote_scheduled()),
+        ("ix_events_due", lambda: repo.take_undispatched(1000)),
+        ("ix_events_due", repo.queue_depth),
+        ("ix_events_lease", lambda: repo.reclaim_expired(5)),
+        ("ix_events_lease", lambda: repo.release("w")),
+    ]
+    for index, call in checks:
+        plans = await _plans(engine, call)
+        assert any(index in plan for plan in plans), plans
+        # A scan of the partial index is fine (it holds only the waiting or running rows).
+        assert not any(step == "SCAN events" for p in plans for step in p.split(" | ")), plans
+
+
+async def test_status_listings_use_the_partial_status_index(engine: AsyncEngine) -> None:
+    queries, feed = EventQueries(engine), FeedQueries(engine)
+    user = new_id()
+    for plans in (
+        await _plans(engine, lambda: queries.page(user, limit=10, status=Status.FAILED)),
+        await _plans(engine, lambda: feed.in_flight(user, 5)),
+    ):
+        assert all("ix_events_user_id_status_id" in plan for plan in plans), plans
+    # Completed rows are not in that index: their listing walks (user_id, id).
+    (plan,) = await _plans(engine, lambda: queries.page(user, limit=10, status=Status.COMPLETED))
+    assert "ix_events_user_id_id" in plan, plan

@@ -333,7 +333,12 @@ class EventRepository:
         """Return events whose worker died (lease expired) to the queue, or dead-letter them."""
         now = now_ms()
         expired = (
-            sa.select(events.c.id).where(_USES_LEASE_INDEX, events.c.lease_until < now).limit(limit)
+            sa.select(events.c.id)
+            .where(_USES_LEASE_INDEX, events.c.lease_until < now)
+            # Ordered, so PostgreSQL walks the index (and marks the dead entries it meets, which
+            # a bitmap scan never does) instead of re-reading every dead row version each pass.
+            .order_by(events.c.lease_until)
+            .limit(limit)
         )
         if self._postgres:
             expired = expired.with_for_update(skip_locked=True)
@@ -388,6 +393,7 @@ class EventRepository:
                 events.c.status == Status.SCHEDULED.value,
                 events.c.available_at <= now,
             )
+            .order_by(events.c.available_at)
             .limit(limit)
         )
         if self._postgres:
@@ -468,7 +474,10 @@ async def _copy(conn: AsyncConnection, rows: list[NewEvent]) -> None:
 
 
 # record_outcomes on PostgreSQL: every outcome of the batch and its history row in one
-# statement (one round trip, atomic on its own), the same guarded updates as the portable path.
+# statement (one round trip, atomic on its own), guarded like the portable path. The guard
+# leaves out "status = 'processing'", which lease_owner already implies (only a claim sets it;
+# every way out of processing clears it): stated, it leads the planner to the partial lease
+# index, whose dead entries it then scans for every batch.
 _PG_OUTCOMES = """
 WITH o AS (
     SELECT * FROM unnest(
@@ -487,8 +496,7 @@ WITH o AS (
         lease_until = NULL,
         updated_at = $10
     FROM o
-    WHERE e.id = o.id AND e.status = 'processing' AND e.lease_owner = $9
-        AND e.attempts = o.attempt
+    WHERE e.id = o.id AND e.lease_owner = $9 AND e.attempts = o.attempt
 )
 INSERT INTO attempts (event_id, number, outcome, error, worker, started_at, finished_at)
 SELECT id, attempt, status, error, $9, started_at, finished_at FROM o

@@ -32,11 +32,25 @@ def test_accepted_types(type_: str) -> None:
     assert parse_event(f'{{"type": "{type_}"}}'.encode(), 100).type == type_
 
 
-@pytest.mark.parametrize("type_", ["", "1a", "_a", "a b", "a/b", "é", "Z" * 101])
+@pytest.mark.parametrize("type_", ["", "1a", "_a", "a b", "a/b", "é", "Z" * 101, "A\\n"])
 def test_rejected_types(type_: str) -> None:
     with pytest.raises(ValidationFailed) as info:
         parse_event(f'{{"type": "{type_}"}}'.encode(), 100)
-    assert info.value.detail.startswith("type:")
+    assert info.value.detail.startswith("type: must start with a letter")
+    assert info.value.errors is not None
+    assert info.value.errors[0]["type"] == "event_type"
+
+
+def test_batch_type_error_names_the_index_and_every_error() -> None:
+    body = b'{"events": [{"type": "A"}, {"type": "9"}, {"type": "B", "extra": 1}]}'
+    with pytest.raises(ValidationFailed) as info:
+        parse_batch(body, 100)
+    assert info.value.detail == (
+        "events[1].type: must start with a letter and hold only letters, digits and _ . : - "
+        "(100 characters at most) (and 1 more)"
+    )
+    assert info.value.errors is not None
+    assert [e["field"] for e in info.value.errors] == ["events[1].type", "events[2].extra"]
 
 
 def test_malformed_json_is_400() -> None:

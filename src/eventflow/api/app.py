@@ -16,7 +16,7 @@ from eventflow.api import problems
 from eventflow.api.fast_ingest import IngestFastPath
 from eventflow.api.routes import auth, events, health, stats, stream
 from eventflow.config import Settings
-from eventflow.ingest.validation import BatchIn, EventIn
+from eventflow.ingest.validation import BATCH_IN, EVENT_IN
 from eventflow.services import Services
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
@@ -80,10 +80,10 @@ def _openapi_with_models(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (EventIn, BatchIn):
-                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, adapter in (("EventIn", EVENT_IN), ("BatchIn", BATCH_IN)):
+                model_schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
-                components[model.__name__] = model_schema
+                components[name] = model_schema
             app.openapi_schema = schema
         return app.openapi_schema
 

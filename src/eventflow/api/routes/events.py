@@ -25,7 +25,6 @@ from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status
 from eventflow.errors import Conflict, NotFound, ValidationFailed
 from eventflow.ids import parse_id
 from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
-from eventflow.ingest.validation import BatchIn, EventIn
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -34,13 +33,11 @@ def _json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def _body_schema(model: type[EventIn] | type[BatchIn]) -> dict[str, Any]:
+def _body_schema(name: str) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     }
 
@@ -49,7 +46,7 @@ def _body_schema(model: type[EventIn] | type[BatchIn]) -> dict[str, Any]:
     "",
     status_code=202,
     response_model=AcceptedOut,
-    openapi_extra=_body_schema(EventIn),
+    openapi_extra=_body_schema("EventIn"),
     responses={
         400: {"description": "Malformed JSON"},
         413: {"description": "Body or payload too large"},
@@ -81,7 +78,7 @@ async def ingest_one(
     "/batch",
     status_code=202,
     response_model=BatchAcceptedOut,
-    openapi_extra=_body_schema(BatchIn),
+    openapi_extra=_body_schema("BatchIn"),
     responses={
         413: {"description": "Body or a payload too large"},
         422: {"description": "An invalid item (named by index); nothing was stored"},

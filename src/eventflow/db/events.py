@@ -512,7 +512,7 @@ def _copy_record(e: NewEvent) -> tuple[object, ...]:
         e.user_id,
         e.type,
         e.payload,
-        e.status.value,
+        e.status,  # a StrEnum member is its text
         0,
         0,
         e.available_at,

@@ -26,7 +26,8 @@ async def accept_event(
     idempotency_key = check_idempotency_key(key)
     event = parse_event(body, services.settings.max_payload_bytes)
     (stored,) = await services.writer.submit(user_id, [event], idempotency_key)
-    return {"id": stored.id, "status": stored.status.value, "created_at": iso(stored.created_at)}
+    # Status is a StrEnum: the member is its text (orjson writes it as such), no .value needed.
+    return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
 
 
 async def accept_batch(
@@ -37,7 +38,7 @@ async def accept_batch(
     stored = await services.writer.submit(user_id, events)
     return {
         "accepted": len(stored),
-        "events": [{"id": s.id, "status": s.status.value} for s in stored],
+        "events": [{"id": s.id, "status": s.status} for s in stored],
     }
 
 

@@ -280,16 +280,18 @@ def _new_events(
     user_id: str, items: Sequence[ValidEvent], idempotency_key: str | None
 ) -> list[NewEvent]:
     now = now_ms()
+    queued, scheduled = Status.QUEUED, Status.SCHEDULED
+    # Positional arguments: this runs once per accepted event.
     return [
         NewEvent(
-            id=new_id(),
-            user_id=user_id,
-            type=item.type,
-            payload=item.payload,
-            status=Status.SCHEDULED if item.delay_ms > 0 else Status.QUEUED,
-            available_at=now + item.delay_ms,
-            created_at=now,
-            idempotency_key=idempotency_key,
+            new_id(),
+            user_id,
+            item.type,
+            item.payload,
+            scheduled if item.delay_ms > 0 else queued,
+            now + item.delay_ms,
+            now,
+            idempotency_key,
         )
         for item in items
     ]

@@ -62,7 +62,7 @@ async def test_rare_lookups_have_partial_indexes(database_url: str | None, tmp_p
         i["name"]: str(i.get("dialect_options", {}).get(f"{dialect}_where", "")) for i in indexes
     }
     assert "idempotency_key IS NOT NULL" in where["uq_events_user_id_idempotency_key"]
-    assert "completed" in where["ix_events_user_id_status_id"]
+    assert "failed" in where["ix_events_user_id_status_id"]
     assert "completed_at IS NOT NULL" in where["ix_events_user_id_completed_at"]
 
 

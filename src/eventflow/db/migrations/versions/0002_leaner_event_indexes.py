@@ -5,8 +5,9 @@ index whose predicate it meets (the status changes, so no update is HOT). The in
 serve rare lookups now skip the rows that never need them:
 
 - the idempotency key index holds only events sent with a key;
-- the (user, status, id) index skips ``completed`` rows, the bulk of any history (a listing of
-  completed events walks (user, id) instead, where nearly every row matches);
+- the (user, status, id) index holds only ``failed``, ``retrying`` and ``scheduled`` rows, the
+  ones a listing must find among a long history: completed rows are nearly all of it, and queued
+  and processing rows are the newest, so a newest-first walk of (user, id) finds either at once;
 - the (user, completed_at) index holds only finished rows.
 
 Revision ID: 0002
@@ -25,7 +26,7 @@ branch_labels = None
 depends_on = None
 
 _HAS_KEY = sa.text("idempotency_key IS NOT NULL")
-_NOT_COMPLETED = sa.text("status <> 'completed'")
+_RARE = sa.text("status IN ('failed', 'retrying', 'scheduled')")
 _FINISHED = sa.text("completed_at IS NOT NULL")
 
 
@@ -44,8 +45,8 @@ def upgrade() -> None:
         "ix_events_user_id_status_id",
         "events",
         ["user_id", "status", "id"],
-        postgresql_where=_NOT_COMPLETED,
-        sqlite_where=_NOT_COMPLETED,
+        postgresql_where=_RARE,
+        sqlite_where=_RARE,
     )
     op.drop_index("ix_events_user_id_completed_at", table_name="events")
     op.create_index(

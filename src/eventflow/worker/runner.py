@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 2000
 _OUTCOME_FLUSH_S = 0.002
+_CLAIM_GATHER_S = 0.005
 _SHUTDOWN_WRITE_TRIES = 5
 
 
@@ -136,6 +137,10 @@ class Worker:
                 task = asyncio.create_task(self._run(event))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if 0 < len(claimed) < opts.batch_size // 4:
+                # Work trickles in: let a little more gather, so that claims and outcome writes
+                # stay batches rather than a statement for every few events.
+                await asyncio.sleep(_CLAIM_GATHER_S)
 
     async def _run(self, event: ClaimedEvent) -> None:
         try:

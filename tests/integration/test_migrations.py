@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -13,9 +15,10 @@ import sqlalchemy as sa
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, SettingsFactory
 
 EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
+T = TypeVar("T")
 
 
 async def _tables(url: str) -> set[str]:
@@ -45,18 +48,21 @@ async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: P
     assert {"users", "events", "attempts", "alembic_version"} <= await _tables(url)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_rare_lookups_have_partial_indexes(database_url: str | None, tmp_path: Path) -> None:
-    url = Settings(
-        data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET
-    ).effective_database_url
+async def _migrated_schema(url: str, read: Callable[[sa.Inspector], T]) -> T:
+    """Migrate a fresh database at ``url`` and read its schema with ``read``."""
     engine = create_engine(url)
     try:
         await migrate(engine)
         async with engine.connect() as conn:
-            indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("events"))
+            return await conn.run_sync(lambda c: read(sa.inspect(c)))
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_rare_lookups_have_partial_indexes(make_settings: SettingsFactory) -> None:
+    url = make_settings().effective_database_url
+    indexes = await _migrated_schema(url, lambda schema: schema.get_indexes("events"))
     dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
     where = {
         i["name"]: str(i.get("dialect_options", {}).get(f"{dialect}_where", "")) for i in indexes
@@ -67,23 +73,14 @@ async def test_rare_lookups_have_partial_indexes(database_url: str | None, tmp_p
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_foreign_keys_are_declared_on_sqlite_only(
-    database_url: str | None, tmp_path: Path
-) -> None:
-    url = Settings(
-        data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET
-    ).effective_database_url
-    engine = create_engine(url)
-    try:
-        await migrate(engine)
-        async with engine.connect() as conn:
-            keys = await conn.run_sync(
-                lambda c: [
-                    fk for t in ("events", "attempts") for fk in sa.inspect(c).get_foreign_keys(t)
-                ]
-            )
-    finally:
-        await engine.dispose()
+async def test_foreign_keys_are_declared_on_sqlite_only(make_settings: SettingsFactory) -> None:
+    url = make_settings().effective_database_url
+    keys = await _migrated_schema(
+        url,
+        lambda schema: [
+            fk for table in ("events", "attempts") for fk in schema.get_foreign_keys(table)
+        ],
+    )
     assert len(keys) == (2 if url.startswith("sqlite") else 0)
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.clock import now_ms
-from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.event_queries import EventQueries
 from eventflow.db.events import EventRepository
@@ -18,15 +16,14 @@ from eventflow.db.migrate import migrate
 from eventflow.db.rows import NewEvent, Outcome, Status, UserRow
 from eventflow.db.users import UserRepository
 from eventflow.ids import new_id
-from tests.conftest import TEST_SECRET
+from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 
 
 @pytest.fixture
-async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    settings = Settings(data_dir=tmp_path, database_url=database_url, jwt_secret=TEST_SECRET)
-    engine = create_engine(settings.effective_database_url)
+async def engine(make_settings: SettingsFactory) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(make_settings().effective_database_url)
     await migrate(engine)
     try:
         yield engine

@@ -9,7 +9,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -145,12 +145,14 @@ class RedisBroker:
         self._owners.add(owner)
         if len(self._ready) < limit:
             entries = await self._reclaim_idle(limit, owner, lease_ms)
-            if not entries:
+            if entries:
+                await self._take_in(entries)
+            else:
                 # With hints in hand, do not wait for more.
                 entries = await self._read(
                     limit - len(self._ready), owner, 0 if self._ready else wait_s
                 )
-            await self._take_in(entries)
+                await self._count_delivered(await self._take_in(entries))
             surplus = len(self._ready) - max(2 * limit, _PREFETCH_FLOOR)
             if surplus > 0:
                 await self._hand_back(surplus)
@@ -182,16 +184,17 @@ class RedisBroker:
             log.warning("consumer group missing (Redis flushed or restarted?); recreating it")
             await self._ensure_group()
             reply = await self._redis.xreadgroup(GROUP, owner, {stream: ">"}, count=count)
-        entries = _entries_of_read(reply)
-        if entries:
-            delivered = sum(_id_count(fields) for _, fields in entries)
-            self._ids_per_entry = max(1.0, delivered / len(entries))
-            try:
-                await self._redis.decrby(self._keys.hinted, delivered)
-            except RedisError as exc:
-                # The depth reads high until the queue next runs empty (see depth()).
-                log.debug("could not count %d hints as delivered: %r", delivered, exc)
-        return entries
+        return _entries_of_read(reply)
+
+    async def _count_delivered(self, count: int) -> None:
+        """Freshly read ids leave the queue depth (taken-over entries were counted already)."""
+        if not count:
+            return
+        try:
+            await self._redis.decrby(self._keys.hinted, count)
+        except RedisError as exc:
+            # The depth reads high until the queue next runs empty (see depth()).
+            log.debug("could not count %d hints as delivered: %r", count, exc)
 
     async def _reclaim_idle(self, limit: int, owner: str, lease_ms: int) -> list[Entry]:
         """Take over hints that a consumer has held for longer than a lease (it died)."""
@@ -219,9 +222,10 @@ class RedisBroker:
             log.info("took over %d hint entries idle for more than %d ms", len(claimed), lease_ms)
         return claimed
 
-    async def _take_in(self, entries: list[Entry]) -> None:
-        """Buffer the hints of freshly read entries; entries with none usable are spent."""
+    async def _take_in(self, entries: list[Entry]) -> int:
+        """Buffer the hints of read entries (entries with none usable are spent); how many."""
         spent: list[str] = []
+        taken = len(self._ready)
         for entry_id, fields in entries:
             ids = _hint_ids(fields)
             if not ids:
@@ -230,8 +234,11 @@ class RedisBroker:
                 continue
             self._outstanding[entry_id] = self._outstanding.get(entry_id, 0) + len(ids)
             self._ready.extend((event_id, entry_id) for event_id in ids)
-        if spent:
-            await self._drop_quietly(spent)
+        taken = len(self._ready) - taken
+        if entries:
+            self._ids_per_entry = max(1.0, taken / len(entries))
+        await self._drop_quietly(spent)
+        return taken
 
     async def _hand_back(self, count: int) -> None:
         """Put the newest ``count`` buffered hints back on the stream for other workers.
@@ -242,7 +249,7 @@ class RedisBroker:
         hints = [self._ready.pop() for _ in range(count)]
         hints.reverse()
         try:
-            await self.publish(list(dict.fromkeys(event_id for event_id, _ in hints)))
+            await self.publish(_event_ids(hints))
         except RedisError as exc:
             log.debug("handing back %d hints failed, keeping them: %r", count, exc)
             self._ready.extend(hints)
@@ -402,7 +409,7 @@ class RedisBroker:
         # This process's consumers leave the group; events they still held were released to
         # the queue by the worker and are re-published by a dispatcher. Hints read but never
         # claimed go back on the stream first, so those events wait for no redispatch.
-        unclaimed = list(dict.fromkeys(event_id for event_id, _ in self._ready))
+        unclaimed = _event_ids(self._ready)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(_CLOSE_BUDGET_S):
                 await self.publish(unclaimed)
@@ -428,9 +435,9 @@ def _undelivered_entries(groups: Any, length: int) -> int:
     return max(0, length - int(group.get("pending") or 0))
 
 
-def _id_count(fields: dict[str, str] | None) -> int:
-    text = fields.get(IDS_FIELD) if fields else None
-    return text.count(",") + 1 if text else 0
+def _event_ids(hints: Iterable[tuple[str, str]]) -> list[str]:
+    """The distinct event ids of buffered hints, in order."""
+    return list(dict.fromkeys(event_id for event_id, _ in hints))
 
 
 def _hint_ids(fields: dict[str, str] | None) -> list[str]:

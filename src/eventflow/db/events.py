@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,7 +70,10 @@ class EventRepository:
                 first_by_key.setdefault((e.user_id, e.idempotency_key), e)
         existing: dict[tuple[str, str], StoredEvent] = {}
         if self._postgres and not first_by_key:
-            await self._copy_alone(plain)
+            # A COPY is a transaction of its own: two round trips, where BEGIN, COPY and COMMIT
+            # would take four.
+            async with one_statement(self._engine) as conn:
+                await _copy(conn, plain)
             return [StoredEvent(e.id, e.status, e.created_at) for e in new]
         async with begin_write(self._engine) as conn:
             if plain:
@@ -100,14 +104,6 @@ class EventRepository:
         # COPY commits or rolls back with everything else in the group.
         await conn.exec_driver_sql("SELECT 1")
         await _copy(conn, plain)
-
-    async def _copy_alone(self, plain: list[NewEvent]) -> None:
-        """PostgreSQL, no idempotency keys: one COPY, which is a transaction of its own.
-
-        Two round trips in all, where BEGIN, COPY and COMMIT would take four.
-        """
-        async with self._engine.connect() as conn:
-            await _copy(conn, plain)
 
     async def _insert_keyed(
         self, conn: AsyncConnection, keyed: list[NewEvent]
@@ -227,8 +223,7 @@ class EventRepository:
         now = now_ms()
         if self._postgres:
             async with one_statement(self._engine) as conn:
-                raw = await conn.get_raw_connection()
-                await raw.driver_connection.execute(  # type: ignore[union-attr]
+                await (await _asyncpg(conn)).execute(
                     _PG_OUTCOMES,
                     [o.event_id for o in outcomes],
                     [o.attempt for o in outcomes],
@@ -310,11 +305,7 @@ class EventRepository:
         async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(
-                    _USES_LEASE_INDEX,
-                    events.c.status == Status.PROCESSING.value,
-                    events.c.lease_owner == owner,
-                )
+                .where(_USES_LEASE_INDEX, events.c.lease_owner == owner)
                 .values(
                     status=Status.QUEUED.value,
                     # The attempt never finished through no fault of the event's.
@@ -464,11 +455,16 @@ class EventRepository:
         return int(value or 0)
 
 
+async def _asyncpg(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under ``conn``: for COPY and array statements."""
+    raw = await conn.get_raw_connection()
+    return cast(asyncpg.Connection, raw.driver_connection)
+
+
 async def _copy(conn: AsyncConnection, rows: list[NewEvent]) -> None:
     # COPY is several times faster than a multi-row INSERT and needs no statement prepared per
     # batch size.
-    raw = await conn.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+    await (await _asyncpg(conn)).copy_records_to_table(
         "events", columns=_COPY_COLUMNS, records=[_copy_record(e) for e in rows]
     )
 

@@ -42,8 +42,8 @@ class WriterLimits:
     group_commit_ms: float = 0.5
     group_commit_max: int = 2000
     #: Group commits in flight at once: the next group forms and is written while the previous
-    #: one is still committing (1 on SQLite, which has a single writer anyway).
-    commits_in_flight: int = 2
+    #: one is still committing (Settings.effective_group_commits_in_flight picks it per database).
+    commits_in_flight: int = 3
     commit_timeout_ms: int = 1000
     max_queue_depth: int = 1_000_000
     max_waiting: int = 100_000

@@ -72,7 +72,7 @@ class Worker:
         self.name = name or worker_name()
         # Claimed and not yet recorded (running, or finished and waiting for the outcome write).
         self._inflight: dict[str, ClaimedEvent] = {}
-        self._running = 0
+        # One task per running handler.
         self._tasks: set[asyncio.Task[None]] = set()
         self._done: list[tuple[ClaimedEvent, Outcome]] = []
         self._done_signal = asyncio.Event()
@@ -118,7 +118,9 @@ class Worker:
             # Handler slots free up when a handler returns, not when its outcome is written, so
             # the next batch is claimed while the last one's outcomes commit; events waiting for
             # that write are bounded by a second ``concurrency``.
-            free = min(opts.concurrency - self._running, 2 * opts.concurrency - len(self._inflight))
+            free = min(
+                opts.concurrency - len(self._tasks), 2 * opts.concurrency - len(self._inflight)
+            )
             if free <= 0:
                 self._capacity.clear()
                 await self._capacity.wait()
@@ -131,25 +133,21 @@ class Worker:
                 log.warning("claim failed, retrying in 1 s: %r", exc)
                 await _sleep_unless(self._stopping, 1.0)
                 continue
-            self._running += len(claimed)
             for event in claimed:
                 self._inflight[event.id] = event
                 task = asyncio.create_task(self._run(event))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._handler_done)
             if 0 < len(claimed) < opts.batch_size // 4:
                 # Work trickles in: let a little more gather, so that claims and outcome writes
                 # stay batches rather than a statement for every few events.
                 await asyncio.sleep(_CLAIM_GATHER_S)
 
-    async def _run(self, event: ClaimedEvent) -> None:
-        try:
-            await self._attempt(event)
-        finally:
-            self._running -= 1
-            self._capacity.set()
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._capacity.set()
 
-    async def _attempt(self, event: ClaimedEvent) -> None:
+    async def _run(self, event: ClaimedEvent) -> None:
         started = now_ms()
         handler = self._registry.resolve(event.type)
         try:

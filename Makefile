@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check format bench clean
+.PHONY: run deps test check format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/eventflow up
 
+## deps: check the system packages the tests need (as root: install the missing ones)
+deps:
+	@scripts/system-packages.sh
+
 ## test: the whole suite on real SQLite, PostgreSQL, Redis and Chromium
-test: $(STAMP)
+# deps first, so a machine without the packages stops in seconds, before the venv is built.
+test: deps
+	$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/pytest
 
 ## check: formatting, lint and strict types over src and tests

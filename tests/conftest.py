@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from eventflow.config import Settings
 from tests import harness
 
+pytest_plugins = ["tests.services_policy"]
+
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 SettingsFactory = Callable[..., Settings]

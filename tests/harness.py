@@ -1,4 +1,4 @@
-"""Start throwaway real PostgreSQL and Redis servers for tests (stdlib only)."""
+"""Start throwaway real PostgreSQL and Redis servers for tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import IO
+
+from tests.services_policy import require_service
 
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
 PG_USER = "postgres"
@@ -42,12 +44,7 @@ def free_port() -> int:
 
 def pg_bin(name: str) -> str:
     """Return the absolute path of a PostgreSQL 15 server binary such as ``pg_ctl``."""
-    path = os.path.join(PG_BIN_DIR, name)
-    if not os.path.isfile(path):
-        raise RuntimeError(
-            f"{path} not found; install PostgreSQL 15 with `apt-get install postgresql-15`"
-        )
-    return path
+    return require_service(os.path.join(PG_BIN_DIR, name), "postgresql-15")
 
 
 def _is_root() -> bool:
@@ -325,12 +322,7 @@ class RedisServer:
     """A disposable redis-server that can be stopped and restarted on the same port."""
 
     def __init__(self, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(
-                "redis-server not found on PATH; install it with `apt-get install redis-server`"
-            )
-        self.binary: str = binary
+        self.binary: str = require_service("redis-server", "redis-server")
         self.port: int = port if port is not None else free_port()
         self.base_dir: str = tempfile.mkdtemp(prefix="eventflow-redis-")
         self.log_path = os.path.join(self.base_dir, "redis.log")

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Playwright, sync_playwright
 from eventflow.dashboard import STATIC_DIR
 from tests.e2e.dashboard import Dashboard
 from tests.harness import free_port
+from tests.services_policy import require_service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -98,13 +99,7 @@ class EventflowServer:
 
 @pytest.fixture(scope="package")
 def chromium_path() -> str:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{CHROMIUM} is missing: CI must run the browser tests (apt-get install chromium)"
-            )
-        pytest.skip(f"{CHROMIUM} is not installed")
-    return CHROMIUM
+    return require_service(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="package")

@@ -1,0 +1,91 @@
+"""No test skips quietly for a missing system binary: a failure under CI=true, a loud notice else.
+
+PYTEST_DONT_REWRITE: tests/harness.py imports this plugin before pytest_plugins registers it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Generator
+
+import pytest
+from _pytest.outcomes import Skipped  # pytest.skip.Exception, which mypy cannot subclass
+
+INSTALL_SCRIPT = "scripts/system-packages.sh"
+# Packages whose servers the tests can reach elsewhere instead (see tests/harness.py).
+URL_OVERRIDES = {
+    "postgresql-15": "EVENTFLOW_TEST_DATABASE_URL",
+    "redis-server": "EVENTFLOW_TEST_REDIS_URL",
+}
+
+# (binary, package) -> node ids of the tests that could not run without it.
+_MISSING = pytest.StashKey[dict[tuple[str, str], list[str]]]()
+
+
+class MissingService(Skipped):
+    """A binary a test needs is not installed; the policy below decides skip or failure."""
+
+    def __init__(self, binary: str, package: str) -> None:
+        super().__init__(f"{binary} is not installed: sudo apt-get install -y {package}")
+        self.binary = binary
+        self.package = package
+
+
+def require_service(binary: str, package: str) -> str:
+    """The path of ``binary`` (an absolute path, or a command on PATH); raises MissingService."""
+    path = binary if os.path.isabs(binary) else shutil.which(binary)
+    if path is None or not os.access(path, os.X_OK):
+        raise MissingService(binary, package)
+    return path
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_MISSING] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is None or not isinstance(call.excinfo.value, MissingService):
+        return report
+    missing = call.excinfo.value
+    item.config.stash[_MISSING].setdefault((missing.binary, missing.package), []).append(
+        item.nodeid
+    )
+    if in_ci():
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and {missing.msg}"
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if in_ci() and session.config.stash[_MISSING] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missing = terminalreporter.config.stash[_MISSING]
+    if not missing:
+        return
+    write = terminalreporter.write_line
+    outcome = "failed (CI=true)" if in_ci() else "skipped"
+    terminalreporter.section(f"missing system packages: tests {outcome}", sep="!", red=True)
+    for (binary, package), node_ids in missing.items():
+        count = len(set(node_ids))
+        tests = "1 test" if count == 1 else f"{count} tests"
+        write(f"{binary} (Debian package {package}): {tests} {outcome}")
+    packages = list(dict.fromkeys(package for _, package in missing))
+    write("Install the missing packages with:", bold=True)
+    write(f"    sudo apt-get install -y {' '.join(packages)}", bold=True)
+    write(f"or all that the suite needs at once: sudo {INSTALL_SCRIPT}")
+    urls = [URL_OVERRIDES[package] for package in packages if package in URL_OVERRIDES]
+    if urls:
+        write(f"or point the tests at existing servers with {' / '.join(urls)}")

@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run deps test check format bench clean
+.PHONY: run deps test fuzz check format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ deps:
 test: deps
 	$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/pytest
+
+## fuzz: the long schema fuzzing run (5,000+ cases a deployment, a fresh seed; see docs/testing.md)
+fuzz: deps
+	$(MAKE) --no-print-directory $(STAMP)
+	EVENTFLOW_FUZZ_MAX_EXAMPLES=$${EVENTFLOW_FUZZ_MAX_EXAMPLES:-300} \
+	EVENTFLOW_FUZZ_MIN_CASES=$${EVENTFLOW_FUZZ_MIN_CASES:-5000} \
+	EVENTFLOW_FUZZ_SEED=$${EVENTFLOW_FUZZ_SEED:-random} \
+	EVENTFLOW_FUZZ_TIMEOUT_S=$${EVENTFLOW_FUZZ_TIMEOUT_S:-3600} \
+	$(BIN)/pytest tests/integration/test_schema_fuzz.py -p no:cacheprovider --timeout 7200 -v
 
 ## check: formatting, lint and strict types over src and tests
 check: $(STAMP)

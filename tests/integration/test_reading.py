@@ -58,10 +58,21 @@ async def test_list_filters(make_settings: SettingsFactory) -> None:
 async def test_list_parameters_are_validated(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         headers = await signup(client)
-        for params in ({"limit": 0}, {"limit": 201}, {"status": "lost"}, {"cursor": "nope"}):
+        for params in (
+            {"limit": 0},
+            {"limit": 201},
+            {"status": "lost"},
+            {"type": "no spaces"},
+            {"type": "A\x00"},
+        ):
             response = await client.get(EVENTS, params=params, headers=headers)
             assert response.status_code == 422, params
             assert response.headers["content-type"] == "application/problem+json"
+        # A cursor is opaque: one this API did not hand out is a bad request, not a field error.
+        for cursor in ("nope", "\x00", "0" * 36):
+            response = await client.get(EVENTS, params={"cursor": cursor}, headers=headers)
+            assert response.status_code == 400, cursor
+            assert response.json()["detail"] == "cursor: not a cursor this API returned"
 
 
 async def test_stats(make_settings: SettingsFactory) -> None:

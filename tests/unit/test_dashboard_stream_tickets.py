@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import string
 from collections.abc import Callable
 
 import pytest
@@ -69,6 +71,20 @@ def test_a_tampered_ticket_is_refused(tamper: Callable[[str], str]) -> None:
     tickets = StreamTickets(SECRET)
     with pytest.raises(Unauthorized, match="invalid"):
         tickets.redeem(tamper(tickets.issue(USER, 0)))
+
+
+def test_the_same_ticket_spelled_another_way_is_refused() -> None:
+    # A 32-byte signature's last base64url character carries 4 bits and 2 unused ones; setting
+    # an unused bit spells the same bytes differently. Only the issued spelling is a ticket.
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    tickets = StreamTickets(SECRET)
+    ticket = tickets.issue(USER, 0)
+    variant = ticket[:-1] + alphabet[alphabet.index(ticket[-1]) | 1]
+    assert variant != ticket
+    signature, other = (t.split(".")[1] + "=" for t in (ticket, variant))
+    assert base64.urlsafe_b64decode(signature) == base64.urlsafe_b64decode(other)
+    with pytest.raises(Unauthorized, match="invalid"):
+        tickets.redeem(variant)
 
 
 def test_a_ticket_from_another_secret_is_refused() -> None:

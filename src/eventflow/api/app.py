@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
 from eventflow import __version__, dashboard
-from eventflow.api import problems
+from eventflow.api import openapi, problems
 from eventflow.api.fast_ingest import IngestFastPath
 from eventflow.api.routes import auth, events, health, stats, stream
 from eventflow.config import Settings
-from eventflow.ingest.validation import BATCH_IN, EVENT_IN
 from eventflow.services import Services
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
@@ -44,6 +41,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         # FastAPI's built-in OpenTelemetry looks up tracer providers and the environment on
         # every request (about 10 % of a request's CPU); EventFlow exports no traces.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        generate_unique_id_function=openapi.operation_id,
     )
     problems.install(app)
     # Added before CORS so that CORS, the outer layer, also covers the lean ingest path.
@@ -61,7 +59,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
-    app.openapi = _openapi_with_models(app)  # type: ignore[method-assign]
+    openapi.install(app)
     return app
 
 
@@ -69,22 +67,3 @@ def create_asgi_app(settings: Settings, open_services: ServicesFactory) -> ASGIA
     """What the server runs: the API behind the outermost lean ingest path."""
     app = create_app(settings, open_services)
     return IngestFastPath(app, prefix=API_PREFIX, outermost=app)
-
-
-def _openapi_with_models(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The ingest routes read raw bodies (one fast validation path); document their models."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, adapter in (("EventIn", EVENT_IN), ("BatchIn", BATCH_IN)):
-                model_schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
-                components.update(model_schema.pop("$defs", {}))
-                components[name] = model_schema
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return build

@@ -9,8 +9,20 @@ from pydantic import BaseModel, Field
 StatusName = Literal["scheduled", "queued", "processing", "retrying", "completed", "failed"]
 
 
+# An address: no spaces, no control characters (PostgreSQL cannot store NUL; none belongs in an
+# address), one "@", a dot in the domain; spaces around it are ignored. The schema states the
+# same rule the route applies after trimming, so nothing it refuses is ever accepted.
+EMAIL_SPACE = " \t\r\n"
+_EMAIL_CHAR = r"[^@ \t\r\n\x00-\x1f\x7f]"
+EMAIL_CORE = rf"{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+"
+
+
 class RegisterIn(BaseModel):
-    email: str = Field(max_length=320, examples=["ada@example.com"])
+    email: str = Field(
+        max_length=320,
+        pattern=rf"^[ \t\r\n]*{EMAIL_CORE}[ \t\r\n]*$",
+        examples=["ada@example.com"],
+    )
     password: str = Field(min_length=8, max_length=1024, examples=["correct horse battery"])
 
 

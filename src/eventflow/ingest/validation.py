@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired
 
 import orjson
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
 from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from eventflow.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from eventflow.ingest.fidelity import Loc, check_body, check_encodable, dotted
 
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$"
 MAX_DELAY_MS = 604_800_000
 MAX_BATCH = 1000
+#: How deep the JSON parser lets a body nest, the request's own objects included.
+MAX_NESTING = 200
 _MAX_IDEMPOTENCY_KEY = 255
 _EMPTY: dict[str, Any] = {}
-_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_IDEMPOTENCY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -46,6 +49,8 @@ class EventIn(TypedDict):
     delay_ms: NotRequired[
         Annotated[
             int,
+            # Strict: `false`, `"5"` and `5.0` are refused, not read as numbers.
+            Strict(),
             Field(
                 ge=0,
                 le=MAX_DELAY_MS,
@@ -108,7 +113,9 @@ def parse_event(body: bytes, max_payload_bytes: int) -> ValidEvent:
         event = EVENT_IN.validate_json(body)
     except ValidationError as exc:
         raise _validation_error(exc) from exc
-    return _encode(event, max_payload_bytes, "payload")
+    payload = _encode(event, max_payload_bytes, ())
+    check_body(body, (event,), (payload,), ((),), envelope_members=0)
+    return ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
 
 
 def parse_batch(body: bytes, max_payload_bytes: int) -> list[ValidEvent]:
@@ -116,25 +123,43 @@ def parse_batch(body: bytes, max_payload_bytes: int) -> list[ValidEvent]:
         batch = BATCH_IN.validate_json(body)
     except ValidationError as exc:
         raise _validation_error(exc) from exc
+    events = batch["events"]
+    locs = [("events", index) for index in range(len(events))]
+    payloads = [
+        _encode(event, max_payload_bytes, loc) for event, loc in zip(events, locs, strict=True)
+    ]
+    check_body(body, events, payloads, locs, envelope_members=1)
     return [
-        _encode(event, max_payload_bytes, f"events[{index}].payload")
-        for index, event in enumerate(batch["events"])
+        ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
+        for event, payload in zip(events, payloads, strict=True)
     ]
 
 
-def _encode(event: EventIn, max_payload_bytes: int, where: str) -> ValidEvent:
-    payload = orjson.dumps(event.get("payload", _EMPTY))
+def _encode(event: EventIn, max_payload_bytes: int, loc: Loc) -> bytes:
+    value = event.get("payload", _EMPTY)
+    try:
+        payload = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        check_encodable((*loc, "payload"), value)
+        raise ValidationFailed(f"{dotted((*loc, 'payload'))}: cannot be encoded ({exc})") from exc
     if len(payload) > max_payload_bytes:
         raise PayloadTooLarge(
-            f"{where} is {len(payload)} bytes when encoded; the limit is {max_payload_bytes}"
+            f"{dotted((*loc, 'payload'))} is {len(payload)} bytes when encoded; "
+            f"the limit is {max_payload_bytes}"
         )
-    return ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
+    return payload
 
 
 def _validation_error(exc: ValidationError) -> MalformedJson | ValidationFailed:
     details = exc.errors(include_url=False, include_context=False, include_input=False)
-    if any(d["type"] == "json_invalid" for d in details):
-        return MalformedJson(f"The body is not valid JSON: {details[0]['msg']}")
+    invalid = next((d for d in details if d["type"] == "json_invalid"), None)
+    if invalid is not None and "recursion limit exceeded" in invalid["msg"]:
+        return ValidationFailed(
+            f"The body nests arrays and objects more than {MAX_NESTING} levels deep",
+            errors=[{"loc": [], "field": "body", "msg": "nested too deeply", "type": "depth"}],
+        )
+    if invalid is not None:
+        return MalformedJson(f"The body is not valid JSON: {invalid['msg']}")
     errors = [_problem_item(d) for d in details]
     first = errors[0]
     where = first["field"] or "body"
@@ -146,15 +171,8 @@ def _problem_item(detail: ErrorDetails) -> dict[str, Any]:
     loc = list(detail["loc"])
     if detail["type"] == "string_pattern_mismatch" and loc and loc[-1] == "type":
         # The pattern itself means little to a reader; say what a type may hold.
-        return {"loc": loc, "field": _dotted(loc), "msg": _TYPE_MESSAGE, "type": "event_type"}
-    return {"loc": loc, "field": _dotted(loc), "msg": detail["msg"], "type": detail["type"]}
-
-
-def _dotted(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
+        return {"loc": loc, "field": dotted(loc), "msg": _TYPE_MESSAGE, "type": "event_type"}
+    return {"loc": loc, "field": dotted(loc), "msg": detail["msg"], "type": detail["type"]}
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

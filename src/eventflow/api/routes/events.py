@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from eventflow.api.body import read_body
 from eventflow.api.deps import ServicesDep, UserId
+from eventflow.api.openapi import errors
 from eventflow.api.schemas import (
     AcceptedOut,
     AttemptOut,
@@ -22,9 +23,10 @@ from eventflow.api.schemas import (
 )
 from eventflow.clock import iso
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status
-from eventflow.errors import Conflict, NotFound, ValidationFailed
+from eventflow.errors import BadRequest, Conflict, NotFound
 from eventflow.ids import parse_id
 from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
+from eventflow.ingest.validation import IDEMPOTENCY_KEY_PATTERN, TYPE_PATTERN
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -61,7 +63,11 @@ async def ingest_one(
     user_id: UserId,
     idempotency_key: Annotated[
         str | None,
-        Header(description="A repeat with the same key returns the first event; nothing new"),
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="A repeat with the same key returns the first event; nothing new "
+            "(1 to 255 visible ASCII characters)",
+        ),
     ] = None,
 ) -> Response:
     """Accept one event: 202 once it is durably stored; processing happens asynchronously.
@@ -92,24 +98,21 @@ async def ingest_batch(request: Request, services: ServicesDep, user_id: UserId)
     return _json(202, await accept_batch(services, user_id, content_type, body))
 
 
-@router.get("", response_model=EventPage)
+@router.get("", response_model=EventPage, responses=errors(400, 422))
 async def list_events(
     services: ServicesDep,
     user_id: UserId,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status: StatusName | None = None,
-    type: Annotated[str | None, Query(max_length=100)] = None,
+    type: Annotated[str | None, Query(pattern=TYPE_PATTERN, description="An event type")] = None,
 ) -> EventPage:
     """Your events, newest first."""
     before = None
     if cursor is not None:
         before = parse_id(cursor)
         if before is None:
-            raise ValidationFailed(
-                "cursor: not a cursor this API returned",
-                errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value"}],
-            )
+            raise BadRequest("cursor: not a cursor this API returned")
     rows, more = await services.queries.page(
         user_id,
         limit=limit,

@@ -158,6 +158,7 @@ async def issue_ticket(request: Request, services: ServicesDep, user_id: UserId)
         200: {"content": {"text/event-stream": {}}, "description": "hello, metrics, feed, bye"},
         401: {"description": "Missing, invalid, expired or reused ticket"},
         429: {"description": "Too many open streams for this account"},
+        422: {"description": "The ticket is longer than any ticket this API issues"},
     },
 )
 async def open_stream(
@@ -351,4 +352,9 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Only the one canonical spelling: the decoder ignores a last character's unused bits, so
+    # several texts would otherwise redeem as the same ticket.
+    if _b64(raw) != text:
+        raise ValueError("not canonical base64url")
+    return raw

@@ -173,3 +173,13 @@ async def test_idempotency_key_outside_visible_ascii_is_422(
             )
             assert response.status_code == 422, (key, response.text)
         assert await _stored_count(client, headers) == 0
+
+
+async def test_repeated_key_in_an_account_body_is_refused(make_settings: SettingsFactory) -> None:
+    # Which password was meant? Neither is guessed.
+    async with running_app(make_settings(), run_worker=False) as client:
+        body = b'{"email": "a@example.com", "password": "first one!", "password": "second one"}'
+        register = await client.post("/api/v1/auth/register", content=body, headers=JSON)
+        _assert_problem(register, 422, "password", "duplicate_key")
+        login = await client.post("/api/v1/auth/login", content=body, headers=JSON)
+        _assert_problem(login, 422, "password", "duplicate_key")

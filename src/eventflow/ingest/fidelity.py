@@ -87,6 +87,11 @@ def check_body(
         _raise_if_any(_scan(zip(locs, events, strict=True), _nul))
 
 
+def check_unique_keys(body: bytes) -> None:
+    """Refuse a JSON body in which an object repeats a key (for small, rare bodies: it parses)."""
+    _raise_if_any(_repeated_keys(body))
+
+
 def check_encodable(loc: Loc, payload: Mapping[str, Any]) -> None:
     """Name the integers the encoder refused (called when encoding ``payload`` failed)."""
     _raise_if_any([_problem(at, _INT_RANGE, "int_out_of_range") for at in _walk_ints(loc, payload)])

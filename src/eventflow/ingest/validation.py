@@ -11,7 +11,7 @@ from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from eventflow.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from eventflow.ingest.fidelity import Loc, check_body, check_encodable, dotted
+from eventflow.ingest.fidelity import Loc, check_body, check_encodable, check_unique_keys, dotted
 
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$"
 MAX_DELAY_MS = 604_800_000
@@ -183,4 +183,5 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise MalformedJson(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ValidationFailed("The body must be a JSON object")
+    check_unique_keys(body)
     return value

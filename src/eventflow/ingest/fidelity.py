@@ -34,6 +34,11 @@ from eventflow.errors import ValidationFailed
 #: The integers the encoder keeps exactly: 64-bit, signed or unsigned.
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
+#: Levels of arrays and objects pydantic-core's parser always reads, the request's own
+#: included (it counts a value inside the deepest container as one more level).
+MAX_NESTING = 200
+#: The most digits before the decimal point that pydantic-core's parser reads in a number.
+MAX_DIGITS = 4300
 
 Loc = tuple[int | str, ...]
 
@@ -46,6 +51,10 @@ _INT_RANGE = (
     "send larger ones as strings"
 )
 _NUL = "contains the NUL character (\\u0000), which cannot be stored; remove or encode it"
+_TOO_LONG = (
+    f"written with more than {MAX_DIGITS} digits before the decimal point, which are not read; "
+    "use an exponent, or send the value as a string"
+)
 
 
 def check_body(
@@ -78,23 +87,23 @@ def check_body(
     # ``members``: the envelope's, each event's own (type, payload, delay_ms); the payloads'
     # members and string colons are in their encoded text, the types' colons in the types.
     if colons != members + types.count(":") + payload_text.count(b":"):
-        _raise_if_any(_repeated_keys(body))
+        raise_if_any(_repeated_keys(body))
     if b"null" in payload_text and (
         payload_text.count(b"null") + types.count("null") > body.count(b"null")
     ):
-        _raise_if_any(_scan(zip(locs, events, strict=True), _non_finite))
+        raise_if_any(_scan(zip(locs, events, strict=True), _non_finite))
     if escapes and b"\\u0000" in body:
-        _raise_if_any(_scan(zip(locs, events, strict=True), _nul))
+        raise_if_any(_scan(zip(locs, events, strict=True), _nul))
 
 
 def check_unique_keys(body: bytes) -> None:
     """Refuse a JSON body in which an object repeats a key (for small, rare bodies: it parses)."""
-    _raise_if_any(_repeated_keys(body))
+    raise_if_any(_repeated_keys(body))
 
 
 def check_encodable(loc: Loc, payload: Mapping[str, Any]) -> None:
     """Name the integers the encoder refused (called when encoding ``payload`` failed)."""
-    _raise_if_any([_problem(at, _INT_RANGE, "int_out_of_range") for at in _walk_ints(loc, payload)])
+    raise_if_any([_problem(at, _INT_RANGE, "int_out_of_range") for at in _walk_ints(loc, payload)])
 
 
 def _scan(
@@ -167,10 +176,61 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
+def too_deep() -> ValidationFailed:
+    return ValidationFailed(
+        f"The body nests arrays and objects more than {MAX_NESTING} levels deep",
+        errors=[{"loc": [], "field": "body", "msg": "nested too deeply", "type": "depth"}],
+    )
+
+
+def long_numbers(body: bytes) -> list[dict[str, Any]]:
+    """Name the numbers written with too many digits for the parser (which says only where)."""
+    found: list[dict[str, Any]] = []
+    for at, node in _nodes(
+        (), _stdlib_parse(body, parse_int=_Long.or_int, parse_float=_Long.or_float)
+    ):
+        if isinstance(node, _Long):
+            if node.integer:
+                found.append(_problem(at, _INT_RANGE, "int_out_of_range"))
+            elif not math.isfinite(float(node)):
+                found.append(_problem(at, _NON_FINITE, "number_not_finite"))
+            else:
+                found.append(_problem(at, _TOO_LONG, "number_too_long"))
+    return found
+
+
+class _Long(str):
+    """A number's text, kept as text because it has too many digits to be read."""
+
+    integer: bool
+
+    @classmethod
+    def or_int(cls, text: str) -> int | _Long:
+        return cls._marked(text, integer=True) if len(text) > MAX_DIGITS else int(text)
+
+    @classmethod
+    def or_float(cls, text: str) -> float | _Long:
+        whole = text.lstrip("-").split(".")[0].split("e")[0].split("E")[0]
+        return cls._marked(text, integer=False) if len(whole) > MAX_DIGITS else float(text)
+
+    @classmethod
+    def _marked(cls, text: str, *, integer: bool) -> _Long:
+        marked = cls(text)
+        marked.integer = integer
+        return marked
+
+
+def _stdlib_parse(body: bytes, **hooks: Any) -> Any:
+    try:
+        return json.loads(body, **hooks)
+    except RecursionError as exc:
+        raise too_deep() from exc
+
+
 def _repeated_keys(body: bytes) -> list[dict[str, Any]]:
     """Exact, and slow: parse again with the stdlib, which shows every key of every object."""
     found: list[dict[str, Any]] = []
-    for at, node in _nodes((), json.loads(body, object_pairs_hook=_pairs)):
+    for at, node in _nodes((), _stdlib_parse(body, object_pairs_hook=_pairs)):
         if isinstance(node, _Repeated):
             found += [
                 _problem(
@@ -187,7 +247,8 @@ def _problem(loc: Loc, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": list(loc), "field": dotted(loc), "msg": msg, "type": kind}
 
 
-def _raise_if_any(problems: list[dict[str, Any]]) -> None:
+def raise_if_any(problems: list[dict[str, Any]]) -> None:
+    """A 422 naming every problem found, if any."""
     if not problems:
         return
     first = problems[0]
@@ -196,8 +257,8 @@ def _raise_if_any(problems: list[dict[str, Any]]) -> None:
 
 
 def dotted(loc: Sequence[int | str]) -> str:
-    """``events[2].payload.items[0]``: a location as a reader writes it."""
+    """``events[2].payload.items[0]``: a location as a reader writes it (``body``: the root)."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
+    return text or "body"

@@ -11,13 +11,20 @@ from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from eventflow.errors import MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from eventflow.ingest.fidelity import Loc, check_body, check_encodable, check_unique_keys, dotted
+from eventflow.ingest.fidelity import (
+    Loc,
+    check_body,
+    check_encodable,
+    check_unique_keys,
+    dotted,
+    long_numbers,
+    raise_if_any,
+    too_deep,
+)
 
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$"
 MAX_DELAY_MS = 604_800_000
 MAX_BATCH = 1000
-#: How deep the JSON parser lets a body nest, the request's own objects included.
-MAX_NESTING = 200
 _MAX_IDEMPOTENCY_KEY = 255
 _EMPTY: dict[str, Any] = {}
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
@@ -112,7 +119,7 @@ def parse_event(body: bytes, max_payload_bytes: int) -> ValidEvent:
     try:
         event = EVENT_IN.validate_json(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise _validation_error(exc, body) from exc
     payload = _encode(event, max_payload_bytes, ())
     check_body(body, (event,), (payload,), ((),), envelope_members=0)
     return ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
@@ -122,7 +129,7 @@ def parse_batch(body: bytes, max_payload_bytes: int) -> list[ValidEvent]:
     try:
         batch = BATCH_IN.validate_json(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise _validation_error(exc, body) from exc
     events = batch["events"]
     locs = [("events", index) for index in range(len(events))]
     payloads = [
@@ -150,19 +157,21 @@ def _encode(event: EventIn, max_payload_bytes: int, loc: Loc) -> bytes:
     return payload
 
 
-def _validation_error(exc: ValidationError) -> MalformedJson | ValidationFailed:
+def _validation_error(exc: ValidationError, body: bytes) -> MalformedJson | ValidationFailed:
     details = exc.errors(include_url=False, include_context=False, include_input=False)
     invalid = next((d for d in details if d["type"] == "json_invalid"), None)
     if invalid is not None and "recursion limit exceeded" in invalid["msg"]:
-        return ValidationFailed(
-            f"The body nests arrays and objects more than {MAX_NESTING} levels deep",
-            errors=[{"loc": [], "field": "body", "msg": "nested too deeply", "type": "depth"}],
-        )
+        return too_deep()
+    if invalid is not None and "number out of range" in invalid["msg"]:
+        try:
+            raise_if_any(long_numbers(body))
+        except ValidationFailed as refused:
+            return refused
     if invalid is not None:
         return MalformedJson(f"The body is not valid JSON: {invalid['msg']}")
     errors = [_problem_item(d) for d in details]
     first = errors[0]
-    where = first["field"] or "body"
+    where = first["field"]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return ValidationFailed(f"{where}: {first['msg']}{more}", errors=errors)
 

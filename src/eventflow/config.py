@@ -31,6 +31,28 @@ class Settings(BaseSettings):
     http_workers: int = Field(
         1, ge=1, le=64, description="HTTP server processes sharing the port (api and up)"
     )
+    request_timeout_ms: int = Field(
+        30_000,
+        ge=100,
+        le=600_000,
+        description="Time a client has to send a whole request, head and body (then 408)",
+    )
+    max_headers: int = Field(
+        100, ge=10, le=10_000, description="Most header fields in one request (more: 431)"
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request line plus headers, in bytes (larger: 431)",
+    )
+    max_connections: int = Field(
+        800,
+        ge=2,
+        le=1_000_000,
+        description="A connection opened while this many are open (per HTTP process, event "
+        "streams included) is answered 503",
+    )
     data_dir: Path = Field(
         Path(".eventflow"),
         description="Directory for the embedded SQLite database and the generated JWT secret",

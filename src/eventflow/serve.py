@@ -14,6 +14,7 @@ from uvicorn.supervisors import Multiprocess
 
 from eventflow.api.app import create_asgi_app
 from eventflow.config import Settings
+from eventflow.http_protocol import HttpLimits, LimitedConfig
 from eventflow.runtime import open_runtime
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,15 @@ def serve(settings: Settings, *, run_worker: bool) -> bool:
 
 
 def _config(app: ASGIApp | str, settings: Settings, **extra: Any) -> uvicorn.Config:
-    return uvicorn.Config(
+    return LimitedConfig(
         app,
+        HttpLimits.from_settings(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # EventFlow serves no WebSocket; an upgrade would hand the connection to a protocol
+        # without the request deadline.
+        ws="none",
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),

@@ -5,21 +5,41 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.types import Message, Receive
 
-from eventflow.errors import BadRequest, PayloadTooLarge
+from eventflow.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+# The rest of an oversized body is never read: the connection closes after the 413.
+_CLOSE = {"Connection": "close"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body of a FastAPI route's request (see ``read_limited``)."""
-    return await read_limited(request.receive, request.headers.get("content-length"), limit)
+    headers = request.headers
+    return await read_limited(
+        request.receive,
+        headers.get("content-length"),
+        limit,
+        content_encoding=headers.get("content-encoding"),
+    )
 
 
-async def read_limited(receive: Receive, content_length: str | None, limit: int) -> bytes:
-    """The raw body; 413 as soon as it is known to exceed ``limit`` bytes, 400 when empty."""
+async def read_limited(
+    receive: Receive, content_length: str | None, limit: int, *, content_encoding: str | None
+) -> bytes:
+    """The raw body; 415 when compressed, 413 as soon as it is known to exceed ``limit`` bytes,
+    400 when empty."""
+    if content_encoding is not None and content_encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {content_encoding.strip()[:40]} is not supported; "
+            "send the body uncompressed",
+            headers={"Accept-Encoding": "identity"},
+        )
     if content_length is not None:
         if not content_length.isdigit():
             raise BadRequest("Content-Length is not a number")
         if int(content_length) > limit:
-            raise PayloadTooLarge(f"The body is {content_length} bytes; the limit is {limit}")
+            raise PayloadTooLarge(
+                f"The body is {content_length} bytes; the limit is {limit}", headers=_CLOSE
+            )
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -29,7 +49,7 @@ async def read_limited(receive: Receive, content_length: str | None, limit: int)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes", headers=_CLOSE)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

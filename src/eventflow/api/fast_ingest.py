@@ -96,16 +96,26 @@ class IngestFastPath:
         await ensure_known_user(services, user_id)
         content_type = headers.get(b"content-type")
         length = headers.get(b"content-length")
+        encoding = headers.get(b"content-encoding")
         if batch:
-            body = await read_limited(receive, length, services.settings.max_batch_bytes)
+            limit = services.settings.max_batch_bytes
+            body = await read_limited(receive, length, limit, content_encoding=encoding)
             return await accept_batch(services, user_id, content_type, body)
-        body = await read_limited(receive, length, single_body_limit(services))
+        limit = single_body_limit(services)
+        body = await read_limited(receive, length, limit, content_encoding=encoding)
         key = headers.get(b"idempotency-key")
         return await accept_event(services, user_id, content_type, key, body)
 
 
 _WANTED = frozenset(
-    {b"authorization", b"content-type", b"content-length", b"idempotency-key", b"origin"}
+    {
+        b"authorization",
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"idempotency-key",
+        b"origin",
+    }
 )
 
 

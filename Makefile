@@ -29,7 +29,7 @@ test: deps
 ## fuzz: the long schema fuzzing run (5,000+ cases a deployment, a fresh seed; see docs/testing.md)
 fuzz: deps
 	$(MAKE) --no-print-directory $(STAMP)
-	EVENTFLOW_FUZZ_MAX_EXAMPLES=$${EVENTFLOW_FUZZ_MAX_EXAMPLES:-300} \
+	EVENTFLOW_FUZZ_MAX_EXAMPLES=$${EVENTFLOW_FUZZ_MAX_EXAMPLES:-400} \
 	EVENTFLOW_FUZZ_MIN_CASES=$${EVENTFLOW_FUZZ_MIN_CASES:-5000} \
 	EVENTFLOW_FUZZ_SEED=$${EVENTFLOW_FUZZ_SEED:-random} \
 	EVENTFLOW_FUZZ_TIMEOUT_S=$${EVENTFLOW_FUZZ_TIMEOUT_S:-3600} \

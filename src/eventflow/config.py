@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from limits import RateLimitItem, parse_many
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventflow.broker.keys import check_prefix
 from eventflow.errors import ConfigurationError
+from eventflow.private_files import create_once, private_dir, tighten
 
 _WEAK_SECRETS = frozenset(
     {"secret", "changeme", "change-me", "changethis", "password", "jwt-secret", "eventflow"}
@@ -75,6 +78,18 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(
         3600, ge=60, le=30 * 24 * 3600, description="Lifetime of access tokens"
     )
+    registration: Literal["open", "closed"] = Field(
+        "open",
+        description="open: anyone may create an account; closed: only operators can "
+        "(eventflow user create)",
+    )
+    account_poll_ms: int = Field(
+        500,
+        ge=50,
+        le=10_000,
+        description="How often each API process polls for sign-outs and account changes made "
+        "elsewhere",
+    )
 
     max_attempts: int = Field(
         5, ge=1, le=100, description="Attempts before an event is dead-lettered (failed)"
@@ -133,6 +148,36 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser"
     )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For "
+        "names the client (unset: the client is the socket's peer)",
+    )
+
+    login_rate_per_email: str = Field(
+        "10/minute", description="Logins tried for one email address (empty: no limit)"
+    )
+    login_rate_per_address: str = Field(
+        "30/minute", description="Logins tried from one client address (empty: no limit)"
+    )
+    register_rate_per_email: str = Field(
+        "10/minute", description="Registrations tried for one email address (empty: no limit)"
+    )
+    register_rate_per_address: str = Field(
+        "20/minute", description="Registrations tried from one client address (empty: no limit)"
+    )
+    ingest_rate_per_user: str = Field(
+        "",
+        description="Events one account may send, a batch counting its events, e.g. "
+        "5000/second (empty: no limit)",
+    )
+    password_hash_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Argon2id hashes (logins, registrations) run at once per API process "
+        "(unset: the CPUs available)",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("database_url")
@@ -152,6 +197,23 @@ class Settings(BaseSettings):
     def _check_redis_prefix(cls, value: str) -> str:
         check_prefix(value)
         return value
+
+    @field_validator(
+        "login_rate_per_email",
+        "login_rate_per_address",
+        "register_rate_per_email",
+        "register_rate_per_address",
+        "ingest_rate_per_user",
+    )
+    @classmethod
+    def _check_rate(cls, value: str, info: ValidationInfo) -> str:
+        parse_rate(f"EVENTFLOW_{(info.field_name or '').upper()}", value)
+        return value.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        return ",".join(_proxy_networks(value))
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:
@@ -193,6 +255,19 @@ class Settings(BaseSettings):
         return 1 if self.mode == "embedded" else 3
 
     @property
+    def effective_password_hash_concurrency(self) -> int:
+        if self.password_hash_concurrency is not None:
+            return self.password_hash_concurrency
+        # The CPUs this process may run on (a cpuset or taskset), not all of the host's.
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [entry for entry in self.trusted_proxies.split(",") if entry]
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
@@ -205,19 +280,76 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None:
             return self.jwt_secret
         path = self.data_dir / "jwt_secret"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(48)
-        # O_EXCL so two processes starting together agree on one secret; 0600 from creation on,
-        # so it is never readable by others, not even for an instant.
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as file:
-            file.write(secret)
-        return secret
+            private_dir(self.data_dir)
+            if not path.exists():
+                # Processes starting together each try; one file wins, and all read it.
+                create_once(path, secrets.token_urlsafe(48).encode())
+            tighten(path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot keep the JWT secret in {path}: {exc.strerror or exc} "
+                "(or set EVENTFLOW_JWT_SECRET)"
+            ) from exc
+        return _read_secret(path)
+
+
+def parse_rate(name: str, value: str) -> RateLimitItem | None:
+    """A rate limit setting as the ``limits`` library reads it (``10/minute``, ``5/10 seconds``);
+    None when empty (no limit)."""
+    if not value.strip():
+        return None
+    try:
+        items = parse_many(value.strip())
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ConfigurationError(
+            f"{name}={value!r} is not a rate limit: write COUNT/PERIOD, for example 10/minute, "
+            "100/hour or 5/10 seconds (or leave it empty for no limit)"
+        )
+    return items[0]
+
+
+def _proxy_networks(value: str) -> list[str]:
+    """Each trusted proxy in canonical form; uvicorn would silently ignore a malformed one."""
+    networks = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"EVENTFLOW_TRUSTED_PROXIES: {entry!r} is not an IP address or a CIDR network "
+                "(for example 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+        single = network.prefixlen == network.max_prefixlen
+        networks.append(str(network.network_address) if single else str(network))
+    return networks
+
+
+def _read_secret(path: Path) -> str:
+    """The secret kept in ``path``, refused unless it is as long as EventFlow demands."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the JWT secret {path}: {exc.strerror}") from exc
+    try:
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigurationError(_bad_secret_file(path, "is not UTF-8 text")) from None
+    if len(secret.encode()) < _MIN_SECRET_LENGTH:
+        raise ConfigurationError(_bad_secret_file(path, f"holds {len(secret.encode())} bytes"))
+    return secret
+
+
+def _bad_secret_file(path: Path, what: str) -> str:
+    return (
+        f"the JWT secret file {path} {what}; a secret needs at least {_MIN_SECRET_LENGTH} bytes "
+        "of text. Delete the file and a new secret is generated at the next start (everyone "
+        "signs in again), or set EVENTFLOW_JWT_SECRET"
+    )
 
 
 def _check_secret_strength(secret: str) -> None:

@@ -53,6 +53,14 @@ class Unauthorized(EventflowError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class RegistrationClosed(EventflowError):
+    """``EVENTFLOW_REGISTRATION=closed``: accounts are made by operators only."""
+
+    status = 403
+    title = "Forbidden"
+    slug = "registration-closed"
+
+
 class NotFound(EventflowError):
     status = 404
     title = "Not found"
@@ -81,6 +89,28 @@ class ValidationFailed(EventflowError):
     status = 422
     title = "Validation failed"
     slug = "validation"
+
+
+class TooManyRequests(EventflowError):
+    """A rate limit refused the request; it may be sent again after ``retry_after`` seconds.
+
+    The ``RateLimit-*`` headers are the IETF draft's (limit, what is left, seconds to reset).
+    """
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int, limit: int, remaining: int) -> None:
+        super().__init__(
+            detail,
+            headers={
+                "Retry-After": str(retry_after),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": str(remaining),
+                "RateLimit-Reset": str(retry_after),
+            },
+        )
 
 
 class ServiceUnavailable(EventflowError):

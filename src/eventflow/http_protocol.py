@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from eventflow.api.problems import PROBLEM_JSON, problem_response
+from eventflow.api.problems import problem_response
 from eventflow.config import Settings
 
 log = logging.getLogger(__name__)
@@ -215,14 +215,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():
             return
-        body = bytes(problem_response(status, title, detail, slug=slug).body)
+        problem = problem_response(status, title, detail, slug=slug)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]
-        head += [*extra, b"content-type: %s\r\n" % PROBLEM_JSON.encode()]
-        head += [b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
-        transport.write(b"".join([*head, body]))
+        # The problem's own headers: its type and length, and those every response carries.
+        head += [name + b": " + value + b"\r\n" for name, value in problem.raw_headers]
+        head += [*extra, b"connection: close\r\n\r\n"]
+        transport.write(b"".join([*head, bytes(problem.body)]))
         if not transport.can_write_eof():
             transport.close()
             return

@@ -11,6 +11,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow.api.ratelimit import Limiter
+from eventflow.api.stream_access import open_stream_access
+from eventflow.auth.accounts import AccountStates
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
@@ -20,6 +23,7 @@ from eventflow.db.engine import create_engine
 from eventflow.db.event_queries import EventQueries
 from eventflow.db.events import EventRepository
 from eventflow.db.migrate import migrate
+from eventflow.db.revocations import RevocationRepository
 from eventflow.db.users import UserRepository
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
@@ -144,16 +148,33 @@ async def open_runtime(
             await dispatcher.start()
             stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
+        # Read once: every request signs and checks with the same secret.
+        secret = settings.resolve_jwt_secret()
+        streams = await stack.enter_async_context(open_stream_access(settings, engine, secret))
+        passwords = Passwords(concurrency=settings.effective_password_hash_concurrency)
+        stack.callback(passwords.close)
+        limiter = Limiter.from_settings(settings)
+        stack.push_async_callback(_bounded, "closing the rate limiter", limiter.close, 2)
+        users = UserRepository(engine)
+        revocations = RevocationRepository(engine)
+        accounts = AccountStates(users, revocations, poll_ms=settings.account_poll_ms)
+        if serve_api:
+            await accounts.start()
+            stack.push_async_callback(_bounded, "stopping the account poll", accounts.close, 2)
         if tune_gc:
             _tune_gc()
         yield Services(
             settings=settings,
             engine=engine,
-            users=UserRepository(engine),
+            users=users,
             events=repo,
             queries=EventQueries(engine),
             broker=broker,
             writer=writer,
-            tokens=TokenService(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
-            passwords=Passwords(),
+            tokens=TokenService(secret, settings.jwt_ttl_seconds),
+            passwords=passwords,
+            limiter=limiter,
+            streams=streams,
+            accounts=accounts,
+            revocations=revocations,
         )

@@ -77,5 +77,10 @@ def _config(app: ASGIApp | str, settings: Settings, **extra: Any) -> uvicorn.Con
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        # uvicorn trusts X-Forwarded-For from loopback unless told otherwise; the client's
+        # address keys the rate limits, so only configured proxies may name it (the right-most
+        # address that is not one of them, CIDRs allowed).
+        proxy_headers=bool(settings.trusted_proxy_list),
+        forwarded_allow_ips=settings.trusted_proxy_list,
         **extra,
     )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow.api.ratelimit import Limiter
+from eventflow.api.stream_access import StreamAccess
+from eventflow.auth.accounts import AccountStates
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.config import Settings
 from eventflow.db.event_queries import EventQueries
 from eventflow.db.events import EventRepository
+from eventflow.db.revocations import RevocationRepository
 from eventflow.db.users import UserRepository
 from eventflow.ingest.writer import GroupCommitWriter
 
@@ -27,5 +31,7 @@ class Services:
     writer: GroupCommitWriter
     tokens: TokenService
     passwords: Passwords
-    # Users whose existence was checked once; accounts are never deleted through the API.
-    known_users: set[str] = field(default_factory=set)
+    limiter: Limiter
+    streams: StreamAccess
+    accounts: AccountStates
+    revocations: RevocationRepository

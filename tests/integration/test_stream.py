@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from eventflow.api.app import create_app
-from eventflow.api.routes.stream import MAX_STREAMS_PER_USER
+from eventflow.api.stream_access import MAX_STREAMS_PER_USER
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
 from tests.apiclient import send, signup
@@ -199,6 +199,32 @@ async def test_tickets_are_single_use_and_scoped(make_settings: SettingsFactory)
             "/api/v1/auth/me", headers={"Authorization": f"Bearer {ticket}"}
         )
         assert as_bearer.status_code == 401
+
+
+async def test_signing_out_ends_open_streams_of_that_session_only(
+    make_settings: SettingsFactory,
+) -> None:
+    async with serving(make_settings()) as (client, _):
+        headers = await signup(client)
+        email = (await client.get("/api/v1/auth/me", headers=headers)).json()["email"]
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": email, "password": "correct horse battery"}
+        )
+        other = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        params = {"ticket": await ticket_for(client, headers)}
+        other_params = {"ticket": await ticket_for(client, other)}
+        async with (
+            client.stream("GET", STREAM, params=params) as signed_out,
+            client.stream("GET", STREAM, params=other_params) as kept,
+        ):
+            ending, going_on = Sse(signed_out), Sse(kept)
+            await ending.until(lambda f: f[0] == "metrics")
+            assert (await client.post("/api/v1/auth/logout", headers=headers)).status_code == 204
+            frames = await ending.until(lambda f: f[0] == "bye", within=5)
+            assert frames[-1] == ("bye", {"reason": "signed-out"})
+            # The account's other session streams on.
+            await going_on.until(lambda f: f[0] == "metrics")
+            await going_on.until(lambda f: f[0] == "metrics")
 
 
 async def test_streams_per_user_are_capped(make_settings: SettingsFactory) -> None:

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from eventflow.auth.tokens import TokenService
+from eventflow.auth.tokens import TokenClaims, TokenService
 from eventflow.errors import Unauthorized
 
 SECRET = "unit-test-secret-unit-test-secret-unit-test"
@@ -15,17 +15,18 @@ USER = "01900000-0000-7000-8000-000000000001"
 
 
 def test_issued_token_has_the_required_claims() -> None:
-    issued = TokenService(SECRET, 3600).issue(USER)
+    issued = TokenService(SECRET, 3600).issue(USER, generation=3)
     claims = jwt.decode(issued.access_token, SECRET, algorithms=["HS256"])
-    assert set(claims) == {"sub", "iat", "exp", "jti"}
+    assert set(claims) == {"sub", "iat", "exp", "jti", "gen"}
     assert claims["exp"] - claims["iat"] == 3600
-    assert TokenService(SECRET, 3600).verify(issued.access_token) == USER
+    verified = TokenService(SECRET, 3600).verify(issued.access_token)
+    assert verified == TokenClaims(USER, claims["jti"], claims["exp"], 3)
 
 
 def test_cached_token_is_refused_after_expiry() -> None:
     service = TokenService(SECRET, 1)
     token = service.issue(USER).access_token
-    assert service.verify(token) == USER  # now cached
+    assert service.verify(token).user_id == USER  # now cached
     time.sleep(1.1)
     with pytest.raises(Unauthorized, match="expired"):
         service.verify(token)
@@ -42,3 +43,21 @@ def test_non_uuid_subject_is_refused() -> None:
 def test_malformed_headers(header: str | None) -> None:
     with pytest.raises(Unauthorized):
         TokenService(SECRET, 60).from_header(header)
+
+
+def test_a_token_without_a_generation_is_of_the_first() -> None:
+    # Tokens issued before generations existed stay valid after the upgrade.
+    now = int(time.time())
+    token = jwt.encode({"sub": USER, "iat": now, "exp": now + 60, "jti": "j"}, SECRET, "HS256")
+    assert TokenService(SECRET, 60).verify(token).generation == 0
+
+
+@pytest.mark.parametrize(
+    "extra", [{"gen": True}, {"gen": -1}, {"gen": "1"}, {"jti": 7}, {"jti": ""}, {"exp": 1e12}]
+)
+def test_claims_of_the_wrong_type_are_refused(extra: dict[str, object]) -> None:
+    now = int(time.time())
+    claims = {"sub": USER, "iat": now, "exp": now + 60, "jti": "j", "gen": 0, **extra}
+    token = jwt.encode(claims, SECRET, "HS256")
+    with pytest.raises(Unauthorized, match="invalid"):
+        TokenService(SECRET, 60).verify(token)

@@ -10,8 +10,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from eventflow import __version__, dashboard
-from eventflow.api import openapi, problems
+from eventflow.api import docs, openapi, problem_types, problems
 from eventflow.api.fast_ingest import IngestFastPath
+from eventflow.api.headers import SecurityHeaders
 from eventflow.api.routes import auth, events, health, stats, stream
 from eventflow.config import Settings
 from eventflow.services import Services
@@ -19,6 +20,7 @@ from eventflow.services import Services
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
 
 API_PREFIX = "/api/v1"
+OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 
 
 def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
@@ -35,9 +37,11 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         version=__version__,
         summary="Durable event ingestion and processing",
         lifespan=lifespan,
-        docs_url="/docs",
+        # Served by docs.py from vendored files instead, under a strict policy.
+        docs_url=None,
         redoc_url=None,
-        openapi_url=f"{API_PREFIX}/openapi.json",
+        swagger_ui_oauth2_redirect_url=None,
+        openapi_url=OPENAPI_URL,
         # FastAPI's built-in OpenTelemetry looks up tracer providers and the environment on
         # every request (about 10 % of a request's CPU); EventFlow exports no traces.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -52,6 +56,8 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
     app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard-assets")
+    app.include_router(problem_types.router)
+    docs.install(app, OPENAPI_URL)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -59,6 +65,9 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    # The outermost of the app's middleware, so CORS preflights get the headers too. The lean
+    # ingest path in front of the app sets its own (fast_ingest.py, problems.py).
+    app.add_middleware(SecurityHeaders, private_prefixes=(f"{API_PREFIX}/auth/",))
     openapi.install(app)
     return app
 

@@ -1,4 +1,4 @@
-"""Dependencies for the routes, as ``Annotated`` aliases."""
+"""Dependencies for the routes, as ``Annotated`` aliases, and the one check of every credential."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer
 
-from eventflow.errors import Unauthorized
+from eventflow.auth.tokens import TokenClaims
 from eventflow.services import Services
 
 # auto_error=False: the token is checked by TokenService, which owns the error messages.
@@ -24,22 +24,33 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def current_user_id(
-    services: ServicesDep, token: Annotated[str | None, Security(_bearer)]
-) -> str:
-    # OAuth2PasswordBearer has already taken the token out of "Bearer …" (None if absent).
-    user_id = services.tokens.verify(token) if token else services.tokens.from_header(None)
-    await ensure_known_user(services, user_id)
-    return user_id
+async def ensure_access(services: Services, user_id: str, session: TokenClaims | None) -> None:
+    """The check every entry point makes: the account is active and the session not signed out.
 
-
-async def ensure_known_user(services: Services, user_id: str) -> None:
-    """A validly signed token for an account that no longer exists (a reset database) is a 401."""
-    if user_id in services.known_users:
+    ``session`` is the verified token's claims; None only for a credential that is no token of
+    its own (a stream ticket), when the account alone is checked. After the token cache this
+    is the whole per-request cost: two dict lookups while nothing changed, the database only for
+    an account this process has not seen yet (``auth/accounts.py``).
+    """
+    if session is not None and services.accounts.admits(session):
         return
-    if await services.users.by_id(user_id) is None:
-        raise Unauthorized("The account behind this token no longer exists; register again")
-    services.known_users.add(user_id)
+    await services.accounts.check(user_id, session)
+
+
+async def current_session(
+    services: ServicesDep, token: Annotated[str | None, Security(_bearer)]
+) -> TokenClaims:
+    # OAuth2PasswordBearer has already taken the token out of "Bearer …" (None if absent).
+    claims = services.tokens.verify(token) if token else services.tokens.from_header(None)
+    await ensure_access(services, claims.user_id, claims)
+    return claims
+
+
+Session = Annotated[TokenClaims, Depends(current_session)]
+
+
+async def current_user_id(session: Session) -> str:
+    return session.user_id
 
 
 UserId = Annotated[str, Depends(current_user_id)]

@@ -18,12 +18,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventflow.api import problems
 from eventflow.api.body import read_limited
-from eventflow.api.deps import ensure_known_user
+from eventflow.api.deps import ensure_access
+from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
 from eventflow.errors import EventflowError
 from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
 from eventflow.services import Services
 
 log = logging.getLogger(__name__)
+
+# What the app's SecurityHeaders middleware would add, set here since no middleware runs on
+# this path: a 202 answers a request with credentials, so it is never stored either.
+_ACCEPTED_HEADERS = (*BASELINE_RAW, NO_STORE_RAW)
 
 
 class IngestFastPath:
@@ -84,6 +89,7 @@ class IngestFastPath:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *_ACCEPTED_HEADERS,
                 ],
             }
         )
@@ -92,8 +98,9 @@ class IngestFastPath:
     async def _handle(
         self, services: Services, headers: dict[bytes, str], receive: Receive, batch: bool
     ) -> dict[str, Any]:
-        user_id = services.tokens.from_header(headers.get(b"authorization"))
-        await ensure_known_user(services, user_id)
+        session = services.tokens.from_header(headers.get(b"authorization"))
+        user_id = session.user_id
+        await ensure_access(services, user_id, session)
         content_type = headers.get(b"content-type")
         length = headers.get(b"content-length")
         encoding = headers.get(b"content-encoding")

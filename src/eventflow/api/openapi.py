@@ -7,6 +7,7 @@ document says what the server really does (the schema fuzzing tests hold it to t
 - any route can answer 503 (a dependency is down, or the connection limit is reached), 408 (the
   request did not arrive in time) and 431 (too many or too large headers);
 - every error is ``application/problem+json`` with the ``Problem`` schema;
+- a rate-limited route (one that declares 429) lists ``Retry-After`` and ``RateLimit-*``;
 - FastAPI's automatic 422 ("HTTPValidationError") is kept only where a route declares 422, since
   a route whose parameters cannot fail validation never answers it.
 """
@@ -37,7 +38,10 @@ class ProblemItem(BaseModel):
 class Problem(BaseModel):
     """An error, as RFC 9457 problem details."""
 
-    type: str = Field(description="A URI naming the kind of problem, or `about:blank`")
+    type: str = Field(
+        description="A URI reference naming the kind of problem: `/problems/<slug>`, relative "
+        "to this server, where `GET` describes it; or `about:blank` when the status says it all"
+    )
     title: str
     status: int
     detail: str = Field(description="What went wrong, for a person")
@@ -63,6 +67,13 @@ _DESCRIPTIONS = {
 }
 _BODY_ERRORS = (400, 413, 415, 422)
 _EVERY_ROUTE = (408, 431, 503)
+_SECONDS = {"type": "integer", "minimum": 0}
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": _SECONDS},
+    "RateLimit-Limit": {"description": "Requests (events) the window allows", "schema": _SECONDS},
+    "RateLimit-Remaining": {"description": "What is left of it", "schema": _SECONDS},
+    "RateLimit-Reset": {"description": "Seconds until there is room again", "schema": _SECONDS},
+}
 _LINKS = {
     # The events a client created are what the event routes act on: these links let a
     # reader (and schemathesis's stateful phase) follow one from creation to detail and replay.
@@ -134,6 +145,8 @@ def _complete(operation: dict[str, Any]) -> None:
         if int(status) >= 400:
             # Kept alongside a route's own model for that status (health's 503 body).
             response["content"] = {**response.get("content", {}), **_PROBLEM_CONTENT}
+    if "429" in responses:
+        responses["429"]["headers"] = _RATE_LIMIT_HEADERS
     operation["responses"] = dict(sorted(responses.items()))
 
 

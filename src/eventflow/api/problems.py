@@ -14,12 +14,18 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from eventflow.api.headers import BASELINE, NO_STORE
 from eventflow.errors import EventflowError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_TYPE_BASE = "https://eventflow.dev/problems/"
+#: A URI reference, resolved against the URL the client called: each deployment describes its
+#: own problem types (``problem_types.py``), and no outside domain is named.
+TYPE_BASE = "/problems/"
+# Every problem carries these, also where no middleware runs (the lean ingest path, the
+# protocol's own refusals, the last-resort 500): an error is never cached, for anyone.
+_HEADERS = {**BASELINE, **NO_STORE}
 
 
 def problem_response(
@@ -32,13 +38,14 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
-        "type": _TYPE_BASE + slug if slug else "about:blank",
+        "type": TYPE_BASE + slug if slug else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
     }
     if errors is not None:
         body["errors"] = errors
+    headers = {**_HEADERS, **headers} if headers else _HEADERS
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 

@@ -54,6 +54,17 @@ class RedisKeys:
         """A counter of event ids published but not yet read by a worker (the queue depth)."""
         return f"{self.tag}:hinted"
 
+    # The dashboard's stream keys belong to the deployment, not to a partition: callers use
+    # partition 0's (``RedisKeys(prefix)``), so every replica agrees on one name.
+
+    def spent_ticket(self, nonce: str) -> str:
+        """Set once a stream ticket is redeemed (``SET NX PX``); expires soon after the ticket."""
+        return f"{self.tag}:ticket:{nonce}"
+
+    def open_streams(self, user_id: str) -> str:
+        """A sorted set of one user's open streams, each scored by when its lease runs out."""
+        return f"{self.tag}:streams:{user_id}"
+
     def for_partition(self, partition: int) -> RedisKeys:
         return RedisKeys(self.prefix, partition)
 
@@ -65,3 +76,14 @@ def check_prefix(prefix: str) -> None:
             f"EVENTFLOW_REDIS_PREFIX={prefix!r} is not usable: use 1 to 64 letters, digits, "
             "'_', '.' or '-'"
         )
+
+
+def rate_limit_prefix(prefix: str) -> str:
+    """What the ``limits`` library puts before each of its keys: ``<prefix>:ratelimit:…``.
+
+    Without the deployment's hash tag on purpose: a limit's keys are used alone (the library
+    tags the two keys of one sliding window itself), so on a cluster they spread over the shards
+    instead of crowding the stream's. A prefix holds no ``:``, so no two deployments share them.
+    """
+    check_prefix(prefix)
+    return f"{prefix}:ratelimit"

@@ -1,7 +1,8 @@
 """Serves the dashboard: ``/`` is the page, ``/assets/…`` its files, all under a strict CSP.
 
 The page talks to the API only with ``fetch`` and ``EventSource``; every script, style, font
-and library is one of these files, so the policy allows nothing but this origin.
+and library is one of these files, so the policy allows nothing but this origin. The headers
+every response carries (``nosniff``, ``Referrer-Policy``) come from ``api/headers.py``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    # Stream tickets travel in URLs: never let one leave in a Referer header.
-    "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
@@ -45,7 +43,7 @@ SECURITY_HEADERS = {
 
 # Revalidate every time (answered by a 304 from the ETag): after an upgrade the browser must
 # not mix cached ES modules of two versions.
-_ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_ASSET_HEADERS = {"Cache-Control": "no-cache"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from eventflow.private_files import private_dir, private_file, tighten
+
 # One write lock per SQLite engine (keyed weakly, so it dies with the engine).
 _SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
@@ -23,8 +25,10 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine for ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URLs."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database
+        # Not in memory, nor a URI (``file:…``) that SQLite resolves: a file of ours to prepare.
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _private_database_files(Path(database))
         engine = create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, connect_args={"timeout": 30}
         )
@@ -43,6 +47,20 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+
+
+def _private_database_files(database: Path) -> None:
+    """The database file exists, 0600, before SQLite opens it, in a 0700 directory.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode, so
+    creating the database file first (an empty file is an empty database) is all it takes;
+    changing the process's umask instead would race with every other thread's files.
+    """
+    private_dir(database.parent)
+    private_file(database)
+    # Left by an older EventFlow, which let the umask decide their mode.
+    for suffix in ("-wal", "-shm"):
+        tighten(database.with_name(database.name + suffix))
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -48,6 +48,28 @@ class UserRow:
     email: str
     password_hash: str
     created_at: int
+    token_generation: int = 0
+    disabled_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """What every API process must know of an account to admit its tokens."""
+
+    id: str
+    token_generation: int
+    disabled: bool
+    deleted: bool
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A signed-out session: its token id, and when the token would have expired anyway."""
+
+    jti: str
+    expires_at: int
+    revoked_at: int
 
 
 @dataclass(frozen=True, slots=True)

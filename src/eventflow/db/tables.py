@@ -39,6 +39,29 @@ users = sa.Table(
     sa.Column("email", sa.String(320), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # Tokens carry the generation they were issued under; bumping it ends all of them at once
+    # (sign out everywhere, disable, delete).
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("disabled_at", sa.BigInteger, nullable=True),
+    # A deleted account stays as a tombstone (email freed, no password): events accepted for it
+    # while the deletion spread still have a parent row, so no group commit ever fails for them.
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    # Every API process polls the rows changed since it last looked (auth/accounts.py).
+    sa.Column("updated_at", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_users_updated_at", "updated_at"),
+)
+
+# Signed-out sessions until their token would have expired anyway; every API process polls
+# the ones revoked since it last looked.
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_revoked_tokens_revoked_at", "revoked_at"),
+    sa.Index("ix_revoked_tokens_expires_at", "expires_at"),
 )
 
 events = sa.Table(
@@ -128,6 +151,15 @@ attempts = sa.Table(
     sa.Column("started_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger, nullable=False),
     sa.Index("ix_attempts_event_id_number", "event_id", "number"),
+)
+
+# Redeemed stream tickets when there is no Redis: the primary key makes a ticket's second
+# redemption fail in any process. Rows are deleted lazily once expired (migration 0005).
+spent_tickets = sa.Table(
+    "spent_tickets",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
 
 

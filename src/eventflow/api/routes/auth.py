@@ -1,4 +1,4 @@
-"""Accounts: register, log in (JSON or OAuth2 form), and who am I."""
+"""Accounts: register, log in (JSON or OAuth2 form), who am I, and sign out."""
 
 from __future__ import annotations
 
@@ -9,13 +9,22 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from starlette.responses import Response
 
 from eventflow.api.body import read_body
-from eventflow.api.deps import ServicesDep, UserId
+from eventflow.api.deps import ServicesDep, Session, UserId
+from eventflow.api.openapi import errors
 from eventflow.api.schemas import EMAIL_CORE, EMAIL_SPACE, LoginIn, RegisterIn, TokenOut, UserOut
+from eventflow.auth.accounts import DISABLED
 from eventflow.clock import iso, now_ms
 from eventflow.db.rows import UserRow
-from eventflow.errors import MalformedJson, NotFound, Unauthorized, ValidationFailed
+from eventflow.errors import (
+    MalformedJson,
+    NotFound,
+    RegistrationClosed,
+    Unauthorized,
+    ValidationFailed,
+)
 from eventflow.ids import new_id
 from eventflow.ingest.validation import check_json_content_type, parse_json_object
 
@@ -57,10 +66,19 @@ def _validated(model: type[RegisterIn] | type[LoginIn], data: dict[str, Any]) ->
             "content": {"application/json": {"schema": RegisterIn.model_json_schema()}},
         }
     },
-    responses={409: {"description": "The email is taken"}},
+    responses={
+        403: {"description": "Registration is closed here: an operator creates accounts"},
+        409: {"description": "The email is taken"},
+        **errors(429),
+    },
 )
 async def register(request: Request, services: ServicesDep) -> UserOut:
     """Create an account. Emails are case-insensitive; passwords need 8 characters or more."""
+    if services.settings.registration == "closed":
+        raise RegistrationClosed(
+            "Registration is closed on this server; ask an operator to create your account "
+            "(eventflow user create)"
+        )
     check_json_content_type(request.headers.get("content-type"))
     data = parse_json_object(await read_body(request, _MAX_AUTH_BODY))
     form: RegisterIn = _validated(RegisterIn, data)
@@ -70,6 +88,7 @@ async def register(request: Request, services: ServicesDep) -> UserOut:
             "email: not a valid email address",
             errors=[{"loc": ["email"], "msg": "not a valid email address", "type": "email"}],
         )
+    await services.limiter.register(request, email)
     user = UserRow(
         id=new_id(),
         email=email,
@@ -100,7 +119,7 @@ async def register(request: Request, services: ServicesDep) -> UserOut:
             },
         }
     },
-    responses={401: {"description": "Unknown email or wrong password"}},
+    responses={401: {"description": "Unknown email or wrong password"}, **errors(429)},
 )
 async def login(request: Request, services: ServicesDep) -> TokenOut:
     """Exchange email and password for a bearer token (JSON, or the OAuth2 password form)."""
@@ -120,14 +139,17 @@ async def login(request: Request, services: ServicesDep) -> TokenOut:
         data = parse_json_object(body)
     form: LoginIn = _validated(LoginIn, data)
     email = form.email.strip(EMAIL_SPACE).lower()
+    await services.limiter.login(request, email)
     # An address registration would refuse cannot belong to anyone: no lookup (a NUL in it
     # would not even reach PostgreSQL), and the same answer as for an unknown one.
     user = await services.users.by_email(email) if _EMAIL_RE.match(email) else None
     valid = await services.passwords.verify(user.password_hash if user else None, form.password)
     if user is None or not valid:
         raise Unauthorized(_BAD_LOGIN)
-    services.known_users.add(user.id)
-    issued = services.tokens.issue(user.id)
+    if user.disabled_at is not None:
+        # Said only to whoever knows the password.
+        raise Unauthorized(DISABLED)
+    issued = services.tokens.issue(user.id, user.token_generation)
     return TokenOut(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
@@ -140,3 +162,31 @@ async def me(user_id: UserId, services: ServicesDep) -> UserOut:
     if user is None:
         raise NotFound("The account no longer exists")
     return _user_out(user)
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Signed out: this token no longer works anywhere"}},
+)
+async def logout(session: Session, services: ServicesDep) -> Response:
+    """Sign out: this token stops working at once here, and within a second on every server."""
+    expires_ms = session.expires_at * 1000
+    await services.revocations.revoke(session.jti, session.user_id, expires_ms, now_ms())
+    services.accounts.revoke(session.jti, expires_ms)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/logout-all",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Every token of this account was signed out"}},
+)
+async def logout_all(session: Session, services: ServicesDep) -> Response:
+    """Sign out everywhere: every token of this account stops working, this one included."""
+    account = await services.users.end_sessions(session.user_id)
+    if account is not None:
+        services.accounts.apply(account)
+    return Response(status_code=204)

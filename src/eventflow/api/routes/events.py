@@ -54,6 +54,7 @@ def _body_schema(name: str) -> dict[str, Any]:
         413: {"description": "Body or payload too large"},
         415: {"description": "Not JSON"},
         422: {"description": "Invalid event"},
+        **errors(429),
         503: {"description": "Not stored (backpressure or database down): retry"},
     },
 )
@@ -86,8 +87,9 @@ async def ingest_one(
     response_model=BatchAcceptedOut,
     openapi_extra=_body_schema("BatchIn"),
     responses={
-        413: {"description": "Body or a payload too large"},
+        413: {"description": "Body or a payload too large, or more events than the rate limit"},
         422: {"description": "An invalid item (named by index); nothing was stored"},
+        **errors(429),
         503: {"description": "Not stored: retry"},
     },
 )

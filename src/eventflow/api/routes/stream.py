@@ -1,39 +1,37 @@
 """Server-Sent Events for the dashboard: live metrics and feed changes, opened with a ticket.
 
 EventSource cannot send an ``Authorization`` header, so a client trades its bearer token for a
-ticket (``POST /stream/ticket``) and opens ``GET /stream?ticket=…``. A ticket is HMAC-signed
-with a key derived from the JWT secret, so any API replica can check it without shared state;
-it lives 30 seconds, is single-use within a process, names its user, and is scoped to the
-stream (a ticket is no access token, and an access token is no ticket). A stream ends when the
-access token it was obtained with expires, and within a second of a graceful server shutdown.
+ticket (``POST /stream/ticket``) and opens ``GET /stream?ticket=…``. A ticket lives 30 seconds
+and is redeemed once in the whole deployment (``auth/tickets.py``); open streams are capped per
+user (``api/stream_access.py``), both built once at start-up. A stream ends when the access
+token it was obtained with expires, and within a second of a graceful server shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import logging
-import secrets
 import signal
 import time
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-import jwt
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from eventflow.api.deps import ServicesDep, UserId, ensure_known_user
+from eventflow.api.deps import ServicesDep, Session, ensure_access
 from eventflow.api.problems import problem_response
 from eventflow.api.routes.stats import stats as read_stats
+from eventflow.api.stream_access import MAX_STREAMS_PER_USER, SLOT_RENEW_S, StreamSlots
+from eventflow.auth.tickets import TICKET_TTL_S
+from eventflow.auth.tokens import TokenClaims
 from eventflow.clock import iso, now_ms
 from eventflow.db.feed import FeedQueries, FeedRow
 from eventflow.errors import Unauthorized
@@ -43,10 +41,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/stream", tags=["stream"])
 
-TICKET_TTL_S = 30
 TICK_S = 1.0
 BACKFILL_S = 300
-MAX_STREAMS_PER_USER = 8
 _TICK_BUDGET_S = 5.0
 _SHUTDOWN_POLL_S = 0.1
 _RECENT_S = 5
@@ -55,10 +51,10 @@ _FEED_LIMIT = 200
 _SEED_PER_STATUS = 50
 _WATCH_MAX = 500
 _SENT_MAX = 5_000
-_SCOPE = "stream.v1"
-_KEY_LABEL = b"eventflow/stream-ticket/v1"
 # Some proxies hold the first kilobytes of a response; a padded comment gets the stream going.
 _PREAMBLE = b": eventflow live stream" + b" " * 2048 + b"\nretry: 3000\n\n"
+_SHARED_STATE_ERRORS = (RedisError, SQLAlchemyError, OSError, TimeoutError)
+T = TypeVar("T")
 
 
 class TicketOut(BaseModel):
@@ -66,86 +62,11 @@ class TicketOut(BaseModel):
     expires_in: int
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    user_id: str
-    session_expires: int
-
-
-class StreamTickets:
-    """Issues and redeems stream tickets: ``base64url(claims) "." base64url(hmac)``."""
-
-    def __init__(
-        self, secret: str, *, ttl_s: int = TICKET_TTL_S, clock: Callable[[], float] = time.time
-    ) -> None:
-        # A key of its own, so nothing signed for tickets can ever pass as an access token.
-        self._key = hmac.new(secret.encode(), _KEY_LABEL, hashlib.sha256).digest()
-        self._ttl = ttl_s
-        self._clock = clock
-        self._spent: dict[str, float] = {}
-
-    def issue(self, user_id: str, session_expires: int) -> str:
-        expires_ms = int((self._clock() + self._ttl) * 1000)
-        claims = f"{_SCOPE}|{user_id}|{expires_ms}|{session_expires}|{secrets.token_urlsafe(16)}"
-        raw = claims.encode()
-        return f"{_b64(raw)}.{_b64(self._sign(raw))}"
-
-    def redeem(self, ticket: str) -> Ticket:
-        """The ticket's user; ``Unauthorized`` if forged, expired, or already used."""
-        encoded, _, signature = ticket.partition(".")
-        try:
-            raw, mac = _unb64(encoded), _unb64(signature)
-        except (binascii.Error, ValueError) as exc:
-            raise Unauthorized("The stream ticket is invalid") from exc
-        if not hmac.compare_digest(mac, self._sign(raw)):
-            raise Unauthorized("The stream ticket is invalid")
-        scope, user_id, expires_ms, session_expires, nonce = raw.decode().split("|")
-        now = self._clock()
-        if scope != _SCOPE:
-            raise Unauthorized("The stream ticket is invalid")
-        if int(expires_ms) <= now * 1000:
-            raise Unauthorized("The stream ticket has expired; ask for a new one")
-        self._forget_expired(now)
-        if nonce in self._spent:
-            raise Unauthorized("The stream ticket was already used; ask for a new one")
-        self._spent[nonce] = int(expires_ms) / 1000
-        return Ticket(user_id=user_id, session_expires=int(session_expires))
-
-    def _sign(self, raw: bytes) -> bytes:
-        return hmac.new(self._key, raw, hashlib.sha256).digest()
-
-    def _forget_expired(self, now: float) -> None:
-        # Every ticket has the same lifetime, so insertion order is expiry order.
-        for nonce, expires in list(self._spent.items()):
-            if expires > now:
-                break
-            del self._spent[nonce]
-
-
-@dataclass(slots=True)
-class StreamState:
-    """Per-application stream bookkeeping (tickets spent here, streams open per user)."""
-
-    tickets: StreamTickets
-    open_streams: Counter[str] = field(default_factory=Counter)
-
-
-def _stream_state(request: Request, services: Services) -> StreamState:
-    state: StreamState | None = getattr(request.app.state, "eventflow_stream", None)
-    if state is None:
-        state = StreamState(StreamTickets(services.settings.resolve_jwt_secret()))
-        request.app.state.eventflow_stream = state
-    return state
-
-
 @router.post("/ticket", response_model=TicketOut)
-async def issue_ticket(request: Request, services: ServicesDep, user_id: UserId) -> Response:
+async def issue_ticket(services: ServicesDep, session: Session) -> Response:
     """A single-use ticket for ``GET /stream`` (EventSource cannot send a bearer token)."""
-    state = _stream_state(request, services)
-    token = (request.headers.get("authorization") or "").partition(" ")[2].strip()
-    # Already verified by ``UserId``; only its expiry is read here.
-    session_expires = int(jwt.decode(token, options={"verify_signature": False})["exp"])
-    body = TicketOut(ticket=state.tickets.issue(user_id, session_expires), expires_in=TICKET_TTL_S)
+    ticket = services.streams.tickets.issue(session)
+    body = TicketOut(ticket=ticket, expires_in=TICKET_TTL_S)
     return Response(
         body.model_dump_json(), media_type="application/json", headers={"Cache-Control": "no-store"}
     )
@@ -162,7 +83,6 @@ async def issue_ticket(request: Request, services: ServicesDep, user_id: UserId)
     },
 )
 async def open_stream(
-    request: Request,
     services: ServicesDep,
     ticket: Annotated[
         str | None, Query(max_length=1024, description="From POST /stream/ticket")
@@ -171,70 +91,126 @@ async def open_stream(
     """Live metrics every second and feed changes as they happen, as Server-Sent Events."""
     if not ticket:
         raise Unauthorized("A stream ticket is required: POST /api/v1/stream/ticket first")
-    state = _stream_state(request, services)
-    claims = state.tickets.redeem(ticket)
-    await ensure_known_user(services, claims.user_id)
-    if state.open_streams[claims.user_id] >= MAX_STREAMS_PER_USER:
+    access = services.streams
+    session = await access.tickets.redeem(ticket)
+    await ensure_access(services, session.user_id, session)
+    stream_id = await access.slots.acquire(session.user_id)
+    if stream_id is None:
         return problem_response(
             429,
             "Too many requests",
-            f"This account already has {MAX_STREAMS_PER_USER} live streams open here",
+            f"This account already has {MAX_STREAMS_PER_USER} live streams open; close one",
             slug="too-many-streams",
             headers={"Retry-After": "10"},
         )
-    live = _LiveView(services, claims.user_id)
-    return StreamingResponse(
-        _frames(live, state, claims),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    place = _Place(access.slots, session.user_id, stream_id)
+    frames = _frames(services, _LiveView(services, session.user_id), place, session)
+    return _StreamResponse(frames, place)
 
 
-async def _frames(live: _LiveView, state: StreamState, claims: Ticket) -> AsyncIterator[bytes]:
-    # Counted inside the generator: its ``finally`` runs on every way out, including the
-    # cancellation Starlette delivers when the client goes away.
-    state.open_streams[claims.user_id] += 1
-    try:
-        yield _PREAMBLE
-        yield _frame("hello", {"user_id": claims.user_id, "tick_ms": int(TICK_S * 1000)})
-        clock = asyncio.get_running_loop().time
-        next_tick = clock()
-        first = True
-        while True:
-            if _server_exiting():
-                yield _frame("bye", {"reason": "shutdown"})
-                return
-            if time.time() >= claims.session_expires:
-                yield _frame("bye", {"reason": "session-expired"})
-                return
-            try:
-                frames = await _finish_even_if_cancelled(live.start() if first else live.tick())
-                first = False
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
-                log.warning("stream tick failed: %s", exc)
-                # A comment keeps proxies from closing an idle stream while the database is away.
-                frames = [b": tick failed, retrying\n\n"]
-            for frame in frames:
-                yield frame
-            next_tick = max(next_tick + TICK_S, clock() + TICK_S / 10)
-            # Short naps, so a shutdown is noticed within a tenth of a second: uvicorn offers
-            # only a flag to poll, no event to wait on.
-            while clock() < next_tick and not _server_exiting():  # noqa: ASYNC110
-                await asyncio.sleep(min(_SHUTDOWN_POLL_S, next_tick - clock()))
-    finally:
-        state.open_streams[claims.user_id] -= 1
-        if state.open_streams[claims.user_id] <= 0:
-            del state.open_streams[claims.user_id]
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """One open stream's place under the per-user cap."""
+
+    slots: StreamSlots
+    user_id: str
+    stream_id: str
+
+    async def renew(self) -> None:
+        try:
+            await _finish_even_if_cancelled(self.slots.renew(self.user_id, self.stream_id))
+        except _SHARED_STATE_ERRORS as exc:
+            # The stream goes on: it was admitted, and the next renewal may well succeed.
+            log.warning("stream: renewing its place failed: %s", exc)
+
+    async def release(self) -> None:
+        try:
+            await _finish_even_if_cancelled(self.slots.release(self.user_id, self.stream_id))
+        except _SHARED_STATE_ERRORS as exc:
+            log.warning("stream: freeing its place failed (its lease will): %s", exc)
 
 
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, list[bytes]]) -> list[bytes]:
-    """One tick's queries, run to their end (within the budget) even if the client leaves.
+class _StreamResponse(StreamingResponse):
+    """An event stream that frees its place however it ends, even if its body never started.
 
-    A client that goes away cancels the response; a query cancelled half-way makes the driver
-    tear its connection down instead of handing it back to the pool.
+    Freed here rather than in the body's ``finally``: a client gone before the first byte
+    means the body generator never starts, and so never reaches its ``finally``.
     """
 
-    async def bounded() -> list[bytes]:
+    def __init__(self, content: AsyncIterator[bytes], place: _Place) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._place = place
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._place.release()
+
+
+async def _frames(
+    services: Services, live: _LiveView, place: _Place, session: TokenClaims
+) -> AsyncIterator[bytes]:
+    yield _PREAMBLE
+    yield _frame("hello", {"user_id": session.user_id, "tick_ms": int(TICK_S * 1000)})
+    clock = asyncio.get_running_loop().time
+    next_tick = clock()
+    next_renewal = clock() + SLOT_RENEW_S
+    first = True
+    while True:
+        if _server_exiting():
+            yield _frame("bye", {"reason": "shutdown"})
+            return
+        if time.time() >= session.expires_at:
+            yield _frame("bye", {"reason": "session-expired"})
+            return
+        if not await _still_signed_in(services, session):
+            yield _frame("bye", {"reason": "signed-out"})
+            return
+        try:
+            frames = await _finish_even_if_cancelled(live.start() if first else live.tick())
+            first = False
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.warning("stream tick failed: %s", exc)
+            # A comment keeps proxies from closing an idle stream while the database is away.
+            frames = [b": tick failed, retrying\n\n"]
+        for frame in frames:
+            yield frame
+        if clock() >= next_renewal:
+            await place.renew()
+            next_renewal = clock() + SLOT_RENEW_S
+        next_tick = max(next_tick + TICK_S, clock() + TICK_S / 10)
+        # Short naps, so a shutdown is noticed within a tenth of a second: uvicorn offers
+        # only a flag to poll, no event to wait on.
+        while clock() < next_tick and not _server_exiting():  # noqa: ASYNC110
+            await asyncio.sleep(min(_SHUTDOWN_POLL_S, next_tick - clock()))
+
+
+async def _still_signed_in(services: Services, session: TokenClaims) -> bool:
+    """Whether the stream's session still counts: signing out, everywhere or by an operator,
+    ends the stream at its next tick, as it ends every other request."""
+    if services.accounts.admits(session):
+        return True
+    try:
+        await ensure_access(services, session.user_id, session)
+    except Unauthorized:
+        return False
+    return True
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
+    """``work`` (one tick's queries, a Redis call) run to its end within the budget, even if
+    the client leaves.
+
+    A client that goes away cancels the response; a query or command cancelled half-way makes
+    the driver tear its connection down instead of handing it back to the pool.
+    """
+
+    async def bounded() -> T:
         async with asyncio.timeout(_TICK_BUDGET_S):
             return await work
 
@@ -243,7 +219,7 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, list[bytes]]) -> l
     return await asyncio.shield(task)
 
 
-def _retrieve_exception(task: asyncio.Future[list[bytes]]) -> None:
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("stream tick ended with %r", task.exception())
 
@@ -345,16 +321,3 @@ def _server_exiting() -> bool:
     """
     owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return bool(getattr(owner, "should_exit", False))
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    # Only the one canonical spelling: the decoder ignores a last character's unused bits, so
-    # several texts would otherwise redeem as the same ticket.
-    if _b64(raw) != text:
-        raise ValueError("not canonical base64url")
-    return raw

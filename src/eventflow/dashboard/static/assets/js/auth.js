@@ -23,6 +23,13 @@ export const session = {
   },
 };
 
+// Signs the session out on the server, so the token stops working everywhere and not only in
+// this tab. Best effort: the caller forgets the token whatever the answer, or if none comes.
+// The request takes the token when it is called, so the caller may forget it right after.
+export function revokeSession(api) {
+  return api.post("/api/v1/auth/logout").catch(() => {});
+}
+
 export function mountSignIn({ api, onSignedIn }) {
   const root = $("#signin");
   const form = $("#signin-form");

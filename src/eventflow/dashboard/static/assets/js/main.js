@@ -1,7 +1,7 @@
 // EventFlow Prime: wires sign-in, the live stream, cards, chart, feed, drawer and injector.
 
 import { createApi } from "./api.js";
-import { mountSignIn, session } from "./auth.js";
+import { mountSignIn, revokeSession, session } from "./auth.js";
 import { throughputChart } from "./charts.js";
 import { $, $$, show } from "./dom.js";
 import { mountDrawer } from "./drawer.js";
@@ -121,7 +121,10 @@ function endSession(message, tone = "info") {
   signIn.open(message, tone);
 }
 
-$("#sign-out").addEventListener("click", () => endSession("You signed out.", "info"));
+$("#sign-out").addEventListener("click", () => {
+  revokeSession(api);
+  endSession("You signed out.", "info");
+});
 startParticles($("#particles"));
 const saved = session.load();
 if (saved) begin(saved);

@@ -47,6 +47,7 @@ export function connectStream({ api, onHello, onMetrics, onFeed, onState, onSess
     listen("bye", ({ reason }) => {
       close();
       if (reason === "session-expired") onSessionEnd("Your session has expired");
+      else if (reason === "signed-out") onSessionEnd("You were signed out");
       else retry();
     });
     // EventSource would retry by itself with the same, already spent, ticket: take over.

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.api.schemas import EMAIL_SPACE, RegisterIn
 from eventflow.auth.passwords import Passwords
 from eventflow.clock import now_ms
-from eventflow.db.erasure import EventErasure
 from eventflow.db.rows import AccountRow, UserRow
-from eventflow.db.users import UserRepository
-from eventflow.errors import NotFound, ValidationFailed
+from eventflow.db.stores import build_stores
+from eventflow.db.users import EmailTaken
+from eventflow.errors import Conflict, NotFound, ValidationFailed
 from eventflow.ids import new_id, parse_id
 
 _SWEEP_INTERVAL_S = 1.0
@@ -27,8 +27,9 @@ _SWEEP_INTERVAL_S = 1.0
 
 class Operators:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._users = UserRepository(engine)
-        self._erasure = EventErasure(engine)
+        stores = build_stores(engine)
+        self._users = stores.users
+        self._erasure = stores.erasure
 
     async def create(self, email: str, password: str) -> UserRow:
         """An account, under the same rules as registration (``Conflict`` if the email is taken)."""
@@ -48,7 +49,10 @@ class Operators:
             password_hash=password_hash,
             created_at=now_ms(),
         )
-        return await self._users.create(user)
+        try:
+            return await self._users.create(user)
+        except EmailTaken as exc:
+            raise Conflict("An account with this email already exists") from exc
 
     async def accounts(self) -> list[UserRow]:
         return await self._users.all()

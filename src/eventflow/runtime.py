@@ -20,11 +20,8 @@ from eventflow.broker.base import Broker
 from eventflow.broker.sql import SqlBroker
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
-from eventflow.db.event_queries import EventQueries
-from eventflow.db.events import EventRepository
 from eventflow.db.migrate import migrate
-from eventflow.db.revocations import RevocationRepository
-from eventflow.db.users import UserRepository
+from eventflow.db.stores import Stores, build_stores
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
@@ -63,12 +60,12 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-def make_broker(settings: Settings, repo: EventRepository) -> Broker:
+def make_broker(settings: Settings, stores: Stores) -> Broker:
     if settings.redis_url:
         from eventflow.broker.redis_streams import RedisBroker
 
-        return RedisBroker(settings.redis_url, settings.redis_prefix, repo)
-    return SqlBroker(repo)
+        return RedisBroker(settings.redis_url, settings.redis_prefix, stores.queue)
+    return SqlBroker(stores.queue)
 
 
 def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
@@ -81,12 +78,13 @@ def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return probe
 
 
-def make_worker(settings: Settings, broker: Broker, repo: EventRepository) -> Worker:
+def make_worker(settings: Settings, broker: Broker, stores: Stores) -> Worker:
     registry = builtin_registry(settings.simulate_latency_ms)
     load_modules(registry, settings.handler_modules)
     return Worker(
         broker,
-        repo,
+        stores.queue,
+        stores.outcomes,
         registry,
         RetryPolicy(settings.max_attempts, settings.retry_base_ms, settings.retry_max_ms),
         WorkerOptions(
@@ -113,12 +111,12 @@ async def open_runtime(
         engine = create_engine(settings.effective_database_url)
         stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
         await migrate(engine)
-        repo = EventRepository(engine)
-        broker = make_broker(settings, repo)
+        stores = build_stores(engine)
+        broker = make_broker(settings, stores)
         await broker.start()
         stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
         writer = GroupCommitWriter(
-            repo,
+            stores.ingest,
             broker,
             WriterLimits(
                 group_commit_ms=settings.effective_group_commit_ms,
@@ -133,9 +131,9 @@ async def open_runtime(
             await writer.start()
             stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
         if run_worker:
-            worker = make_worker(settings, broker, repo)
+            worker = make_worker(settings, broker, stores)
             dispatcher = Dispatcher(
-                repo,
+                stores.upkeep,
                 broker,
                 DispatchOptions(
                     interval_ms=settings.dispatch_interval_ms,
@@ -150,14 +148,14 @@ async def open_runtime(
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
         # Read once: every request signs and checks with the same secret.
         secret = settings.resolve_jwt_secret()
-        streams = await stack.enter_async_context(open_stream_access(settings, engine, secret))
+        streams = await stack.enter_async_context(
+            open_stream_access(settings, stores.spent_tickets, secret)
+        )
         passwords = Passwords(concurrency=settings.effective_password_hash_concurrency)
         stack.callback(passwords.close)
         limiter = Limiter.from_settings(settings)
         stack.push_async_callback(_bounded, "closing the rate limiter", limiter.close, 2)
-        users = UserRepository(engine)
-        revocations = RevocationRepository(engine)
-        accounts = AccountStates(users, revocations, poll_ms=settings.account_poll_ms)
+        accounts = AccountStates(stores.users, stores.revocations, poll_ms=settings.account_poll_ms)
         if serve_api:
             await accounts.start()
             stack.push_async_callback(_bounded, "stopping the account poll", accounts.close, 2)
@@ -166,9 +164,9 @@ async def open_runtime(
         yield Services(
             settings=settings,
             engine=engine,
-            users=users,
-            events=repo,
-            queries=EventQueries(engine),
+            users=stores.users,
+            reading=stores.reading,
+            feed=stores.feed,
             broker=broker,
             writer=writer,
             tokens=TokenService(secret, settings.jwt_ttl_seconds),
@@ -176,5 +174,5 @@ async def open_runtime(
             limiter=limiter,
             streams=streams,
             accounts=accounts,
-            revocations=revocations,
+            revocations=stores.revocations,
         )

@@ -7,16 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.api.ratelimit import Limiter
+from eventflow.api.stores import AccountStore, EventReading, FeedReading, SessionRevocations
 from eventflow.api.stream_access import StreamAccess
 from eventflow.auth.accounts import AccountStates
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.config import Settings
-from eventflow.db.event_queries import EventQueries
-from eventflow.db.events import EventRepository
-from eventflow.db.revocations import RevocationRepository
-from eventflow.db.users import UserRepository
 from eventflow.ingest.writer import GroupCommitWriter
 
 
@@ -24,9 +21,9 @@ from eventflow.ingest.writer import GroupCommitWriter
 class Services:
     settings: Settings
     engine: AsyncEngine
-    users: UserRepository
-    events: EventRepository
-    queries: EventQueries
+    users: AccountStore
+    reading: EventReading
+    feed: FeedReading
     broker: Broker
     writer: GroupCommitWriter
     tokens: TokenService
@@ -34,4 +31,4 @@ class Services:
     limiter: Limiter
     streams: StreamAccess
     accounts: AccountStates
-    revocations: RevocationRepository
+    revocations: SessionRevocations

@@ -16,11 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.db.engine import create_engine
-from eventflow.db.event_queries import EventQueries
-from eventflow.db.events import EventRepository
-from eventflow.db.feed import FeedQueries
 from eventflow.db.migrate import migrate
 from eventflow.db.rows import Status
+from eventflow.db.stores import build_stores
 from eventflow.ids import new_id
 
 Statement = tuple[str, Any]
@@ -59,14 +57,16 @@ async def _plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> 
 
 
 async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEngine) -> None:
-    repo = EventRepository(engine)
+    stores = build_stores(engine)
+    queue, upkeep = stores.queue, stores.upkeep
     checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-        ("ix_events_due", lambda: repo.claim_due(100, "w", 1000)),
-        ("ix_events_due", lambda: repo.promote_scheduled()),
-        ("ix_events_due", lambda: repo.take_undispatched(1000)),
-        ("ix_events_due", repo.queue_depth),
-        ("ix_events_lease", lambda: repo.reclaim_expired(5)),
-        ("ix_events_lease", lambda: repo.release("w")),
+        ("ix_events_due", lambda: queue.claim_due(100, "w", 1000)),
+        ("ix_events_due", lambda: upkeep.promote_scheduled()),
+        ("ix_events_due", lambda: upkeep.take_undispatched(1000)),
+        ("ix_events_due", queue.queue_depth),
+        ("ix_events_due", stores.ingest.queue_depth),
+        ("ix_events_lease", lambda: upkeep.reclaim_expired(5)),
+        ("ix_events_lease", lambda: queue.release("w")),
     ]
     for index, call in checks:
         plans = await _plans(engine, call)
@@ -76,7 +76,8 @@ async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEn
 
 
 async def test_status_listings_use_the_partial_status_index(engine: AsyncEngine) -> None:
-    queries, feed = EventQueries(engine), FeedQueries(engine)
+    stores = build_stores(engine)
+    queries, feed = stores.reading, stores.feed
     user = new_id()
 
     def listing(status: Status) -> Callable[[], Awaitable[object]]:

@@ -18,10 +18,9 @@ from eventflow.broker.redis_streams import RedisBroker
 from eventflow.clock import now_ms
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
-from eventflow.db.events import EventRepository
 from eventflow.db.migrate import migrate
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status, UserRow
-from eventflow.db.users import UserRepository
+from eventflow.db.stores import Stores, build_stores
 from eventflow.ids import new_id
 from eventflow.runtime import open_runtime
 from tests.apiclient import running_app, signup, wait_for
@@ -32,7 +31,7 @@ LEASE_MS = 30_000
 
 @dataclass
 class Store:
-    repo: EventRepository
+    stores: Stores
     user_id: str
 
     async def add(self, count: int) -> list[str]:
@@ -41,7 +40,7 @@ class Store:
             NewEvent(new_id(), self.user_id, "ORDER_CREATED", "{}", Status.QUEUED, now, now)
             for _ in range(count)
         ]
-        await self.repo.insert_many(rows)
+        await self.stores.ingest.insert_many(rows)
         return [r.id for r in rows]
 
 
@@ -51,9 +50,10 @@ async def store(fresh_postgres: str) -> AsyncIterator[Store]:
     engine = create_engine(settings.effective_database_url)
     await migrate(engine)
     user = UserRow(new_id(), f"{new_id()}@example.com", "x", now_ms())
-    await UserRepository(engine).create(user)
+    stores = build_stores(engine)
+    await stores.users.create(user)
     try:
-        yield Store(EventRepository(engine), user.id)
+        yield Store(stores, user.id)
     finally:
         await engine.dispose()
 
@@ -69,7 +69,7 @@ async def make_broker(redis_url: str, store: Store) -> AsyncIterator[BrokerFacto
     made: list[RedisBroker] = []
 
     async def build(prefix: str = default_prefix) -> RedisBroker:
-        broker = RedisBroker(redis_url, prefix, store.repo)
+        broker = RedisBroker(redis_url, prefix, store.stores.queue)
         await broker.start()
         made.append(broker)
         return broker
@@ -171,7 +171,7 @@ async def test_hints_held_by_a_dead_consumer_are_taken_over(
     assert len(await dead.claim(100, "dead", 300, 1.0)) == 20
     # The dead worker's lease runs out and the dispatcher returns its events to the queue.
     await asyncio.sleep(0.4)
-    assert await store.repo.reclaim_expired(max_attempts=5) == 20
+    assert await store.stores.upkeep.reclaim_expired(max_attempts=5) == 20
 
     # Every hint was delivered already: only XAUTOCLAIM can find them again.
     taken = await alive.claim(100, "alive", 300, 0.1)
@@ -305,7 +305,7 @@ async def test_outcomes_then_settle_leave_nothing_behind(
     await broker.publish(ids)
     claimed = await broker.claim(10, "w1", LEASE_MS, 0.1)
     now = now_ms()
-    await store.repo.record_outcomes(
+    await store.stores.outcomes.record_outcomes(
         "w1", [Outcome(e.id, e.attempt, Status.COMPLETED, now, now) for e in claimed]
     )
     await broker.settle(claimed)

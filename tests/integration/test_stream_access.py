@@ -20,6 +20,7 @@ from eventflow.broker.keys import RedisKeys
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.spent_tickets import SqlSpentTickets
+from eventflow.db.stores import build_stores
 from eventflow.db.tables import spent_tickets
 from eventflow.errors import Unauthorized
 from tests.conftest import TEST_SECRET, SettingsFactory
@@ -59,7 +60,7 @@ def keys() -> RedisKeys:
 async def test_the_database_refuses_a_ticket_spent_through_another_engine(
     engines: list[AsyncEngine],
 ) -> None:
-    a, b = (StreamTickets(TEST_SECRET, SqlSpentTickets(engine)) for engine in engines)
+    a, b = (StreamTickets(TEST_SECRET, build_stores(engine).spent_tickets) for engine in engines)
     ticket = a.issue(SESSION)
     await b.redeem(ticket)
     with pytest.raises(Unauthorized, match="already used"):
@@ -70,7 +71,7 @@ async def test_the_database_refuses_a_ticket_spent_through_another_engine(
 async def test_concurrent_redemptions_in_the_database_admit_exactly_one(
     engines: list[AsyncEngine],
 ) -> None:
-    records = [SqlSpentTickets(engine) for engine in engines]
+    records = [build_stores(engine).spent_tickets for engine in engines]
     keep_until = int(time.time() * 1000) + 60_000
     for round_ in range(5):
         nonce = f"nonce-{round_}"
@@ -81,11 +82,11 @@ async def test_concurrent_redemptions_in_the_database_admit_exactly_one(
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_expired_rows_are_deleted_lazily(engines: list[AsyncEngine]) -> None:
     now = time.time()
-    record = SqlSpentTickets(engines[0], clock=lambda: now)
+    record = SqlSpentTickets(build_stores(engines[0]).database, clock=lambda: now)
     for n in range(20):
         assert await record.spend(f"old-{n}", int(now * 1000) - 1)
     assert await record.spend("live", int(now * 1000) + 60_000)
-    later = SqlSpentTickets(engines[1], clock=lambda: now + 1)
+    later = SqlSpentTickets(build_stores(engines[1]).database, clock=lambda: now + 1)
     assert await later.spend("next", int(now * 1000) + 60_000)
     async with engines[0].connect() as conn:
         left = set((await conn.execute(sa.select(spent_tickets.c.nonce))).scalars())

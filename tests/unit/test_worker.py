@@ -1,4 +1,4 @@
-"""The worker's claim loop and outcome batching, on the in-memory broker."""
+"""The worker's claim loop and outcome batching, on the in-memory broker and store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 from eventflow.broker.memory import MemoryBroker
-from eventflow.db.rows import ClaimedEvent, Outcome, Status
+from eventflow.broker.sql import SqlBroker
+from eventflow.clock import now_ms
+from eventflow.db.memory import MemoryEvents
+from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status
+from eventflow.ids import new_id
 from eventflow.worker.handlers import EventContext, HandlerResult, builtin_registry
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
@@ -51,7 +55,9 @@ async def test_outcomes_are_recorded_then_settled() -> None:
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i) for i in range(50)])
     broker.put(_claimed(99, "FAIL_TEST", attempt=1), _claimed(98, "FAIL_TEST", attempt=3))
-    worker = Worker(broker, store, builtin_registry(), RetryPolicy(max_attempts=3), WorkerOptions())
+    worker = Worker(
+        broker, store, store, builtin_registry(), RetryPolicy(max_attempts=3), WorkerOptions()
+    )
     await _drain(broker, store, 52, worker)
     by_id = {o.event_id: o for o in store.outcomes}
     assert all(by_id[f"e{i}"].status is Status.COMPLETED for i in range(50))
@@ -78,7 +84,7 @@ async def test_concurrency_limit_is_respected() -> None:
     registry.add("SLOW", slow)
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i, "SLOW") for i in range(40)])
-    worker = Worker(broker, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    worker = Worker(broker, store, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
     await _drain(broker, store, 40, worker)
     assert peak == 4
 
@@ -107,7 +113,7 @@ async def test_next_batch_runs_while_outcomes_commit_but_stays_bounded() -> None
     registry.add("COUNT", count)
     broker, store = MemoryBroker(), GatedStore()
     broker.put(*[_claimed(i, "COUNT") for i in range(40)])
-    worker = Worker(broker, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    worker = Worker(broker, store, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
     await worker.start()
     async with asyncio.timeout(5):
         while calls < 8:  # noqa: ASYNC110
@@ -122,3 +128,28 @@ async def test_next_batch_runs_while_outcomes_commit_but_stays_bounded() -> None
         while len(store.outcomes) < 40 or len(broker.settled) < 40:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     await worker.stop()
+
+
+async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
+    store = MemoryEvents()
+    now = now_ms()
+    kinds = ["ORDER_CREATED"] * 5 + ["FAIL_TEST"]
+    events = [NewEvent(new_id(), "u", t, "{}", Status.QUEUED, now, now) for t in kinds]
+    await store.insert_many(events)
+    worker = Worker(
+        SqlBroker(store),
+        store,
+        store,
+        builtin_registry(),
+        RetryPolicy(max_attempts=1),
+        WorkerOptions(),
+    )
+    await worker.start()
+    async with asyncio.timeout(10):
+        while worker.processed < len(events):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
+    await worker.stop()
+    rows = [await store.get("u", e.id) for e in events]
+    assert [r.status if r else None for r in rows] == [Status.COMPLETED] * 5 + [Status.FAILED]
+    assert await store.queue_depth() == 0
+    assert [a.outcome for a in await store.attempts(events[-1].id)] == ["failed"]

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import cast
 
 import pytest
 
 from eventflow.broker.memory import MemoryBroker
-from eventflow.db.events import EventRepository
+from eventflow.db.memory import MemoryEvents
 from eventflow.db.rows import NewEvent, StoredEvent
 from eventflow.errors import ServiceUnavailable
 from eventflow.ingest.validation import ValidEvent
@@ -21,8 +20,11 @@ LIMITS = WriterLimits(group_commit_ms=0, probe_interval_ms=10, depth_interval_ms
 EVENT = ValidEvent("A", "{}", 0)
 
 
-class FakeRepo:
+class FlakyStore(MemoryEvents):
+    """The in-memory store, with a database that can go away."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.down = False
         self.inserts = 0
 
@@ -30,12 +32,12 @@ class FakeRepo:
         self.inserts += 1
         if self.down:
             raise ConnectionRefusedError("database down")
-        return [StoredEvent(e.id, e.status, e.created_at) for e in new]
+        return await super().insert_many(new)
 
     async def queue_depth(self) -> int:
         if self.down:
             raise ConnectionRefusedError("database down")
-        return 0
+        return await super().queue_depth()
 
 
 class FlakyBroker(MemoryBroker):
@@ -60,9 +62,9 @@ class FlakyBroker(MemoryBroker):
 
 @asynccontextmanager
 async def _writer(
-    repo: FakeRepo, broker: FlakyBroker, limits: WriterLimits = LIMITS
+    repo: FlakyStore, broker: FlakyBroker, limits: WriterLimits = LIMITS
 ) -> AsyncIterator[GroupCommitWriter]:
-    writer = GroupCommitWriter(cast(EventRepository, repo), broker, limits)
+    writer = GroupCommitWriter(repo, broker, limits)
     await writer.start()
     try:
         yield writer
@@ -81,7 +83,7 @@ async def _until_accepted(writer: GroupCommitWriter) -> None:
 
 
 async def test_broker_down_refuses_new_events_but_keeps_committed_ones() -> None:
-    repo, broker = FakeRepo(), FlakyBroker()
+    repo, broker = FlakyStore(), FlakyBroker()
     async with _writer(repo, broker) as writer:
         broker.down = True
         # Committed before the failure was known: an honest 202, the dispatcher re-publishes.
@@ -99,7 +101,7 @@ async def test_broker_down_refuses_new_events_but_keeps_committed_ones() -> None
 
 
 async def test_database_down_fails_fast_until_it_answers_again() -> None:
-    repo, broker = FakeRepo(), FlakyBroker()
+    repo, broker = FlakyStore(), FlakyBroker()
     async with _writer(repo, broker) as writer:
         repo.down = True
         with pytest.raises(ServiceUnavailable, match="ConnectionRefusedError"):
@@ -114,7 +116,7 @@ async def test_database_down_fails_fast_until_it_answers_again() -> None:
 
 
 async def test_a_queue_deeper_than_the_limit_is_refused() -> None:
-    repo, broker = FakeRepo(), FlakyBroker()
+    repo, broker = FlakyStore(), FlakyBroker()
     limits = WriterLimits(group_commit_ms=0, max_queue_depth=5, depth_interval_ms=10)
     async with _writer(repo, broker, limits) as writer:
         broker.depth_value = 6

@@ -12,12 +12,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.auth.tickets import RedisSpentTickets, StreamTickets
+from eventflow.auth.tickets import RedisSpentTickets, SpentTickets, StreamTickets
 from eventflow.broker.keys import RedisKeys
 from eventflow.config import Settings
-from eventflow.db.spent_tickets import SqlSpentTickets
 
 MAX_STREAMS_PER_USER = 8
 #: An open stream renews its place this often. A place not renewed for SLOT_LEASE_MS (its
@@ -147,12 +145,12 @@ class StreamAccess:
 
 @asynccontextmanager
 async def open_stream_access(
-    settings: Settings, engine: AsyncEngine, secret: str
+    settings: Settings, spent_in_database: SpentTickets, secret: str
 ) -> AsyncIterator[StreamAccess]:
     """Tickets spent in Redis and a deployment-wide cap, or without Redis: tickets spent in the
     database (shared by every process on it) and a cap per process."""
     if not settings.redis_url:
-        yield StreamAccess(StreamTickets(secret, SqlSpentTickets(engine)), LocalStreamSlots())
+        yield StreamAccess(StreamTickets(secret, spent_in_database), LocalStreamSlots())
         return
     # Short timeouts and one immediate retry, like the broker's: an unreachable Redis makes the
     # stream request a quick 503, and the page retries with a fresh ticket.

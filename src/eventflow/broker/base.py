@@ -40,3 +40,11 @@ class Broker(Protocol):
         """Raise if the broker cannot be reached."""
 
     async def close(self) -> None: ...
+
+
+class HintClaimStore(Protocol):
+    """What a broker that carries hints asks of the database: claims of the hinted events."""
+
+    async def claim_ids(
+        self, ids: Sequence[str], owner: str, lease_ms: int
+    ) -> list[ClaimedEvent]: ...

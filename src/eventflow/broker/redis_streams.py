@@ -18,8 +18,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from eventflow.broker.base import HintClaimStore
 from eventflow.broker.keys import GROUP, IDS_FIELD, IDS_PER_ENTRY, RedisKeys
-from eventflow.db.events import EventRepository
 from eventflow.db.rows import ClaimedEvent
 from eventflow.ids import parse_id
 
@@ -63,7 +63,7 @@ class RedisBroker:
     name = "redis"
     carries_hints = True
 
-    def __init__(self, url: str, prefix: str, repo: EventRepository) -> None:
+    def __init__(self, url: str, prefix: str, repo: HintClaimStore) -> None:
         self._keys = RedisKeys(prefix)
         self._repo = repo
         # One immediate retry on a dropped connection (a pooled socket that died with a Redis

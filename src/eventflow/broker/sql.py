@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
-from eventflow.db.events import EventRepository
 from eventflow.db.rows import ClaimedEvent
 
 _POLL_S = 0.2
+
+
+class DueClaimStore(Protocol):
+    """What the ``sql`` broker asks of the database: claims of due rows, and their count."""
+
+    async def claim_due(self, limit: int, owner: str, lease_ms: int) -> list[ClaimedEvent]: ...
+
+    async def queue_depth(self) -> int: ...
 
 
 class SqlBroker:
@@ -21,8 +29,8 @@ class SqlBroker:
     name = "sql"
     carries_hints = False
 
-    def __init__(self, repo: EventRepository) -> None:
-        self._repo = repo
+    def __init__(self, store: DueClaimStore) -> None:
+        self._store = store
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -36,7 +44,7 @@ class SqlBroker:
     ) -> list[ClaimedEvent]:
         # Clear before querying: a publish that lands during the query must wake the next wait.
         self._ready.clear()
-        claimed = await self._repo.claim_due(limit, owner, lease_ms)
+        claimed = await self._store.claim_due(limit, owner, lease_ms)
         if claimed or wait_s <= 0:
             return claimed
         try:
@@ -44,13 +52,13 @@ class SqlBroker:
                 await self._ready.wait()
         except TimeoutError:
             pass
-        return await self._repo.claim_due(limit, owner, lease_ms)
+        return await self._store.claim_due(limit, owner, lease_ms)
 
     async def settle(self, events: Sequence[ClaimedEvent]) -> None:
         return None
 
     async def depth(self) -> int:
-        return await self._repo.queue_depth()
+        return await self._store.queue_depth()
 
     async def ping(self) -> None:
         return None

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db.engine import begin_write
+from eventflow.db.database import Database
 from eventflow.db.rows import Status
 from eventflow.db.tables import attempts, events
 
@@ -13,8 +12,8 @@ _CHUNK = 2000
 
 
 class EventErasure:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def erase(self, user_id: str) -> int:
         """Delete the account's events that no worker holds, with their history; answers how many.
@@ -27,7 +26,7 @@ class EventErasure:
         erased = 0
         while True:
             # One chunk per transaction: SQLite's single write lock is never held for long.
-            async with begin_write(self._engine) as conn:
+            async with self._db.write() as conn:
                 chunk = (
                     sa.select(events.c.id)
                     .where(events.c.user_id == user_id, events.c.status != Status.PROCESSING.value)
@@ -51,7 +50,7 @@ class EventErasure:
                 return erased
 
     async def remaining(self, user_id: str) -> int:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             value = await conn.scalar(
                 sa.select(sa.func.count()).select_from(events).where(events.c.user_id == user_id)
             )

@@ -1,4 +1,4 @@
-"""Live views for the dashboard stream: per-second throughput and what changed in a user's feed.
+"""The feed store: per-second throughput and what changed in a user's feed, for the dashboard.
 
 Every query is scoped by ``user_id`` and bounded by an index and a ``LIMIT``, so a tick costs
 the same on a history of ten events and of ten million (no query here scans ``updated_at``,
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventflow.db.database import Database
 from eventflow.db.rows import Status
 from eventflow.db.tables import events, status_is
 from eventflow.ids import uuid7_floor
@@ -74,9 +75,9 @@ class Series:
     failed: list[int]
 
 
-class FeedQueries:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+class FeedStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def series(self, user_id: str, first_second: int, last_second: int) -> Series:
         """Ingested (by creation time) and finished (by completion time) events per second."""
@@ -85,7 +86,7 @@ class FeedQueries:
         since_ms, until_ms = first_second * 1000, (last_second + 1) * 1000
         created_s = (events.c.created_at // 1000).label("s")
         finished_s = (events.c.completed_at // 1000).label("s")
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             # UUIDv7 ids: "created since" is a range on the (user_id, id) index.
             created = await conn.execute(
                 sa.select(created_s, sa.func.count().label("n"))
@@ -140,7 +141,7 @@ class FeedQueries:
             .limit(limit)
         )
         found: dict[str, FeedRow] = {}
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             found.update(await _rows(conn, created))
             if watched:
                 found.update(
@@ -157,7 +158,7 @@ class FeedQueries:
     async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]:
         """The newest ``per_status`` events of each waiting or running status."""
         found: dict[str, FeedRow] = {}
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             # One query per status: each is a short backward scan of (user_id, status, id), where
             # a single ``status IN (…)`` would sort a possibly huge backlog.
             for status in _IN_FLIGHT:
@@ -173,7 +174,7 @@ class FeedQueries:
         return sorted(found.values(), key=lambda r: r.id, reverse=True)
 
     async def newest_id(self, user_id: str) -> str | None:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             # ORDER BY … LIMIT 1, not max(): PostgreSQL has no max() for uuid.
             value = await conn.scalar(
                 sa.select(events.c.id)

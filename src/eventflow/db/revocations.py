@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db.engine import begin_write
+from eventflow.db.database import Database
 from eventflow.db.rows import Revocation
 from eventflow.db.tables import revoked_tokens
 
 _COLUMNS = (revoked_tokens.c.jti, revoked_tokens.c.expires_at, revoked_tokens.c.revoked_at)
 
 
-class RevocationRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+class RevocationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def revoke(self, jti: str, user_id: str, expires_at: int, now: int) -> None:
         """Record a sign-out (a repeat is a no-op), and forget revocations that have expired."""
-        insert = postgresql.insert if self._postgres else sqlite.insert
-        async with begin_write(self._engine) as conn:
+        async with self._db.write() as conn:
             await conn.execute(
-                insert(revoked_tokens)
-                .values(jti=jti, user_id=user_id, expires_at=expires_at, revoked_at=now)
-                .on_conflict_do_nothing(index_elements=["jti"])
+                self._db.insert_or_skip(revoked_tokens, ["jti"]).values(
+                    jti=jti, user_id=user_id, expires_at=expires_at, revoked_at=now
+                )
             )
             # An expired token is refused for its expiry: its revocation has nothing left to do.
             await conn.execute(sa.delete(revoked_tokens).where(revoked_tokens.c.expires_at < now))
@@ -39,6 +35,6 @@ class RevocationRepository:
         return await self._select(revoked_tokens.c.expires_at > now)
 
     async def _select(self, where: sa.ColumnElement[bool]) -> list[Revocation]:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = await conn.execute(sa.select(*_COLUMNS).where(where))
             return [Revocation(r.jti, r.expires_at, r.revoked_at) for r in rows]

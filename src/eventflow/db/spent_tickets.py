@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db.engine import begin_write
+from eventflow.db.database import Database
 from eventflow.db.tables import spent_tickets
 
 # Expired rows only take space (an expired ticket is refused before this table is asked), so a
@@ -19,8 +18,8 @@ _PURGE_EVERY_S = 60.0
 class SqlSpentTickets:
     """One row per redeemed nonce; the primary key refuses the second one in any process."""
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
         self._clock = clock
         self._next_purge = 0.0
 
@@ -28,12 +27,12 @@ class SqlSpentTickets:
         now = self._clock()
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_EVERY_S
-            async with begin_write(self._engine) as conn:
+            async with self._db.write() as conn:
                 await conn.execute(
                     spent_tickets.delete().where(spent_tickets.c.expires_at < int(now * 1000))
                 )
         try:
-            async with begin_write(self._engine) as conn:
+            async with self._db.write() as conn:
                 await conn.execute(
                     spent_tickets.insert().values(nonce=nonce, expires_at=keep_until_ms)
                 )

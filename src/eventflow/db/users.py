@@ -1,4 +1,4 @@
-"""The users repository: accounts, their token generation, and their state for operators."""
+"""The users store: accounts, their token generation, and their state for operators."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventflow.clock import now_ms
-from eventflow.db.engine import begin_write
+from eventflow.db.database import Database
 from eventflow.db.rows import AccountRow, UserRow
 from eventflow.db.tables import users
-from eventflow.errors import Conflict
+
+
+class EmailTaken(Exception):
+    """Another account already has this email address."""
+
 
 # What a tombstone's email becomes: registration refuses any address without "@", so the
 # freed address can be registered again and the tombstone never collides with anyone.
-_TOMBSTONE_EMAIL = "deleted:"
+TOMBSTONE_EMAIL = "deleted:"
 _ACCOUNT_COLUMNS = (
     users.c.id,
     users.c.token_generation,
@@ -35,14 +39,14 @@ def _touched(now: int) -> sa.ColumnElement[Any]:
     return sa.case((users.c.updated_at >= now, users.c.updated_at + 1), else_=now)
 
 
-class UserRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def create(self, user: UserRow) -> UserRow:
         """Insert ``user``; the unique index decides between concurrent registrations."""
         try:
-            async with begin_write(self._engine) as conn:
+            async with self._db.write() as conn:
                 await conn.execute(
                     users.insert().values(
                         id=user.id,
@@ -53,7 +57,7 @@ class UserRepository:
                     )
                 )
         except IntegrityError as exc:
-            raise Conflict("An account with this email already exists") from exc
+            raise EmailTaken(user.email) from exc
         return user
 
     async def by_email(self, email: str) -> UserRow | None:
@@ -64,7 +68,7 @@ class UserRepository:
 
     async def all(self) -> list[UserRow]:
         """Every account that is not deleted, oldest first."""
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = await conn.execute(
                 sa.select(users).where(users.c.deleted_at.is_(None)).order_by(users.c.created_at)
             )
@@ -73,7 +77,7 @@ class UserRepository:
     # -- what API processes poll ----------------------------------------------------------
 
     async def account(self, user_id: str) -> AccountRow | None:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             row = (
                 await conn.execute(sa.select(*_ACCOUNT_COLUMNS).where(users.c.id == user_id))
             ).first()
@@ -81,14 +85,14 @@ class UserRepository:
 
     async def changed_since(self, since_ms: int) -> list[AccountRow]:
         """Accounts whose state changed after ``since_ms`` (the ``updated_at`` index)."""
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = await conn.execute(
                 sa.select(*_ACCOUNT_COLUMNS).where(users.c.updated_at > since_ms)
             )
             return [_account(row) for row in rows]
 
     async def latest_change(self) -> int:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             value = await conn.scalar(sa.select(sa.func.max(users.c.updated_at)))
         return int(value or 0)
 
@@ -115,7 +119,7 @@ class UserRepository:
         return await self._change(
             users.c.id == user_id,
             {
-                "email": _TOMBSTONE_EMAIL + user_id,
+                "email": TOMBSTONE_EMAIL + user_id,
                 "password_hash": "",
                 "deleted_at": now_ms(),
                 "token_generation": users.c.token_generation + 1,
@@ -125,11 +129,11 @@ class UserRepository:
     async def _change(
         self, where: sa.ColumnElement[bool], values: dict[str, Any]
     ) -> AccountRow | None:
-        async with begin_write(self._engine) as conn:
+        async with self._db.write() as conn:
             return await _update(conn, where, values)
 
     async def _one(self, where: sa.ColumnElement[bool]) -> UserRow | None:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             row = (await conn.execute(sa.select(users).where(where))).first()
         return _user(row) if row is not None else None
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from eventflow.broker.base import Broker
 from eventflow.clock import now_ms
-from eventflow.db.events import EventRepository
 from eventflow.db.rows import NewEvent, Status, StoredEvent
 from eventflow.errors import ServiceUnavailable
 from eventflow.ids import new_id
+from eventflow.ingest.store import IngestStore
 from eventflow.ingest.validation import ValidEvent
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ _PROBE_TIMEOUT_S = 1.0
 class GroupCommitWriter:
     def __init__(
         self,
-        repo: EventRepository,
+        repo: IngestStore,
         broker: Broker,
         limits: WriterLimits,
         database_probe: Probe | None = None,

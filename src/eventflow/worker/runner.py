@@ -27,12 +27,18 @@ _CLAIM_GATHER_S = 0.005
 _SHUTDOWN_WRITE_TRIES = 5
 
 
-class OutcomeStore(Protocol):
-    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None: ...
+class LeaseStore(Protocol):
+    """The leases of the events this worker holds."""
 
     async def renew_leases(self, owner: str, ids: Sequence[str], lease_ms: int) -> None: ...
 
-    async def release(self, owner: str) -> int: ...
+    async def release(self, owner: str) -> int:
+        """Hand back every event ``owner`` still holds; answers how many."""
+
+
+class OutcomeStore(Protocol):
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
+        """Settle a batch of attempts, each guarded by its lease (owner and attempt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +64,16 @@ class Worker:
     def __init__(
         self,
         broker: Broker,
-        store: OutcomeStore,
+        leases: LeaseStore,
+        outcomes: OutcomeStore,
         registry: HandlerRegistry,
         policy: RetryPolicy,
         options: WorkerOptions,
         name: str | None = None,
     ) -> None:
         self._broker = broker
-        self._store = store
+        self._leases = leases
+        self._outcomes = outcomes
         self._registry = registry
         self._policy = policy
         self._options = options
@@ -105,7 +113,7 @@ class Worker:
         lease_loop.cancel()
         await asyncio.gather(lease_loop, return_exceptions=True)
         try:
-            released = await self._store.release(self.name)
+            released = await self._leases.release(self.name)
         except Exception as exc:
             log.error("could not hand back unfinished events (their leases will expire): %r", exc)
             return
@@ -205,7 +213,7 @@ class Worker:
         tries = 0
         while True:
             try:
-                await self._store.record_outcomes(self.name, [o for _, o in batch])
+                await self._outcomes.record_outcomes(self.name, [o for _, o in batch])
                 break
             except Exception as exc:
                 tries += 1
@@ -237,7 +245,7 @@ class Worker:
             await asyncio.sleep(interval)
             ids = list(self._inflight)
             try:
-                await self._store.renew_leases(self.name, ids, self._options.lease_ms)
+                await self._leases.renew_leases(self.name, ids, self._options.lease_ms)
             except Exception as exc:
                 log.warning("renewing %d leases failed: %r", len(ids), exc)
 

@@ -18,7 +18,9 @@ from eventflow.api.schemas import EMAIL_CORE, EMAIL_SPACE, LoginIn, RegisterIn, 
 from eventflow.auth.accounts import DISABLED
 from eventflow.clock import iso, now_ms
 from eventflow.db.rows import UserRow
+from eventflow.db.users import EmailTaken
 from eventflow.errors import (
+    Conflict,
     MalformedJson,
     NotFound,
     RegistrationClosed,
@@ -95,7 +97,11 @@ async def register(request: Request, services: ServicesDep) -> UserOut:
         password_hash=await services.passwords.hash(form.password),
         created_at=now_ms(),
     )
-    return _user_out(await services.users.create(user))
+    try:
+        created = await services.users.create(user)
+    except EmailTaken as exc:
+        raise Conflict("An account with this email already exists") from exc
+    return _user_out(created)
 
 
 @router.post(

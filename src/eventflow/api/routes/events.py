@@ -115,7 +115,7 @@ async def list_events(
         before = parse_id(cursor)
         if before is None:
             raise BadRequest("cursor: not a cursor this API returned")
-    rows, more = await services.queries.page(
+    rows, more = await services.reading.page(
         user_id,
         limit=limit,
         before_id=before,
@@ -130,7 +130,7 @@ async def list_events(
 @router.post("/retry-failed", status_code=202, response_model=ReplayOut)
 async def retry_failed(services: ServicesDep, user_id: UserId) -> ReplayOut:
     """Replay every one of your failed events."""
-    ids = await services.queries.replay_failed(user_id)
+    ids = await services.reading.replay_failed(user_id)
     await services.writer.publish(ids)
     return ReplayOut(replayed=len(ids), ids=ids)
 
@@ -139,7 +139,7 @@ async def retry_failed(services: ServicesDep, user_id: UserId) -> ReplayOut:
 async def get_event(event_id: str, services: ServicesDep, user_id: UserId) -> EventOut:
     """One event with its attempts, last error and result."""
     row = await _owned(services, user_id, event_id)
-    history = await services.queries.attempts(row.id)
+    history = await services.reading.attempts(row.id)
     return EventOut(
         **_summary(row).model_dump(),
         result=orjson.loads(row.result) if row.result else None,
@@ -158,7 +158,7 @@ async def get_event(event_id: str, services: ServicesDep, user_id: UserId) -> Ev
 async def retry_event(event_id: str, services: ServicesDep, user_id: UserId) -> AcceptedOut:
     """Replay a failed or completed event: queued again with a fresh attempt budget."""
     row = await _owned(services, user_id, event_id)
-    replayed = await services.queries.replay(user_id, [row.id])
+    replayed = await services.reading.replay(user_id, [row.id])
     if not replayed:
         current = await _owned(services, user_id, event_id)
         allowed = " or ".join(s.value for s in REPLAYABLE)
@@ -169,7 +169,7 @@ async def retry_event(event_id: str, services: ServicesDep, user_id: UserId) -> 
 
 async def _owned(services: ServicesDep, user_id: str, event_id: str) -> EventRow:
     canonical = parse_id(event_id)
-    row = await services.queries.get(user_id, canonical) if canonical else None
+    row = await services.reading.get(user_id, canonical) if canonical else None
     if row is None:
         raise NotFound(f"No event {event_id!r} exists for this account")
     return row

@@ -24,7 +24,7 @@ def percentile(sorted_values: list[int], q: float) -> int | None:
 @router.get("/stats", response_model=StatsOut)
 async def stats(services: ServicesDep, user_id: UserId) -> StatsOut:
     """Your events at a glance."""
-    counts = await services.queries.counts(user_id)
+    counts = await services.reading.counts(user_id)
     by_status = {s.value: counts.by_status.get(s.value, 0) for s in Status}
     finished = by_status["completed"] + by_status["failed"]
     latencies = counts.latencies_ms

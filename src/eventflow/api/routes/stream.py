@@ -33,7 +33,7 @@ from eventflow.api.stream_access import MAX_STREAMS_PER_USER, SLOT_RENEW_S, Stre
 from eventflow.auth.tickets import TICKET_TTL_S
 from eventflow.auth.tokens import TokenClaims
 from eventflow.clock import iso, now_ms
-from eventflow.db.feed import FeedQueries, FeedRow
+from eventflow.db.feed import FeedRow
 from eventflow.errors import Unauthorized
 from eventflow.services import Services
 
@@ -229,7 +229,7 @@ class _LiveView:
 
     def __init__(self, services: Services, user_id: str) -> None:
         self._services = services
-        self._feed = FeedQueries(services.engine)
+        self._feed = services.feed
         self._user_id = user_id
         self._cursor: str | None = None
         self._last_tick_ms = 0

@@ -1,4 +1,4 @@
-"""Per-user questions about events (listing, detail, stats) and replays, as the API asks them.
+"""The reading store: per-user listing, detail and stats of events, and replays (a write).
 
 Every query is scoped by ``user_id``: a user can never see or touch another user's events.
 """
@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.clock import now_ms
-from eventflow.db.engine import begin_write
+from eventflow.db.database import Database
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
 from eventflow.db.tables import attempts, events, status_is
 from eventflow.ids import uuid7_floor
@@ -22,12 +21,12 @@ _LATENCY_SAMPLE = 2000
 _REPLAYABLE_VALUES = tuple(s.value for s in REPLAYABLE)
 
 
-class EventQueries:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+class ReadingStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def get(self, user_id: str, event_id: str) -> EventRow | None:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             row = (
                 await conn.execute(
                     sa.select(events).where(events.c.id == event_id, events.c.user_id == user_id)
@@ -36,7 +35,7 @@ class EventQueries:
         return _event_row(row._mapping) if row is not None else None
 
     async def attempts(self, event_id: str) -> list[AttemptRow]:
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = await conn.execute(
                 sa.select(attempts)
                 .where(attempts.c.event_id == event_id)
@@ -72,13 +71,13 @@ class EventQueries:
         if type_ is not None:
             query = query.where(events.c.type == type_)
         query = query.order_by(events.c.id.desc()).limit(limit + 1)
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_event_row(r._mapping) for r in rows[:limit]], len(rows) > limit
 
     async def counts(self, user_id: str) -> StatusCounts:
         now = now_ms()
-        async with self._engine.connect() as conn:
+        async with self._db.read() as conn:
             by_status = {
                 r.status: int(r.n)
                 for r in await conn.execute(
@@ -144,7 +143,7 @@ class EventQueries:
             )
             .returning(events.c.id)
         )
-        async with begin_write(self._engine) as conn:
+        async with self._db.write() as conn:
             return [str(r.id) for r in await conn.execute(stmt)]
 
 

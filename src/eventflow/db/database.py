@@ -1,0 +1,53 @@
+"""What the stores need of a database: its transactions and the few statements that differ."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
+
+
+class Database(ABC):
+    """One implementation per database (``sqlite/``, ``postgres/``), chosen by ``build_stores``.
+
+    Everything else the stores run is Core SQL that SQLAlchemy compiles for either database.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for queries."""
+        return self.engine.connect()
+
+    @abstractmethod
+    def migrating(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction for schema changes, which other processes migrating wait for."""
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction."""
+
+    @abstractmethod
+    def one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for a write that is a single statement (atomic on its own)."""
+
+    @abstractmethod
+    def skip_locked(self, query: sa.Select[_Row]) -> sa.Select[_Row]:
+        """``query`` (a scan for rows to update) made safe for concurrent updaters."""
+
+    @abstractmethod
+    def id_in(self, column: sa.Column[str], ids: Sequence[str]) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``ids`` (a batch of any size)."""
+
+    @abstractmethod
+    def insert_or_skip(
+        self, table: sa.Table, conflict: Sequence[str], where: sa.ColumnElement[bool] | None = None
+    ) -> sa.Insert:
+        """``INSERT … ON CONFLICT (conflict) [WHERE where] DO NOTHING`` into ``table``."""

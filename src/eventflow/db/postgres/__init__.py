@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: COPY, array parameters, autocommit single statements."""

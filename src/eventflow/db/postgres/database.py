@@ -1,0 +1,68 @@
+"""PostgreSQL's transactions (autocommit for single statements) and statement variants."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar, cast
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from eventflow.db.database import Database
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
+
+
+# Any constant works; it only has to be the same in every EventFlow process.
+_MIGRATION_LOCK_KEY = 0x4576_656E_7446_6C6F  # "EventFlo"
+
+
+class PostgresDatabase(Database):
+    @asynccontextmanager
+    async def migrating(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            # Transaction-scoped lock: released by the commit, or by the server if we die.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key()})
+            yield conn
+
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.begin()
+
+    @asynccontextmanager
+    async def one_statement(self) -> AsyncIterator[AsyncConnection]:
+        # A single statement is atomic on its own; autocommit saves the BEGIN and COMMIT round
+        # trips of a transaction (three round trips become one).
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def skip_locked(self, query: sa.Select[_Row]) -> sa.Select[_Row]:
+        # Several workers or dispatchers take disjoint batches without waiting for each other.
+        return query.with_for_update(skip_locked=True)
+
+    def id_in(self, column: sa.Column[str], ids: Sequence[str]) -> sa.ColumnElement[bool]:
+        # One array parameter: the same statement text for every batch size, so PostgreSQL
+        # prepares and plans it once (an expanded IN list is a new statement per size).
+        array = sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.Uuid(as_uuid=False)))
+        return column == sa.any_(array)
+
+    def insert_or_skip(
+        self, table: sa.Table, conflict: Sequence[str], where: sa.ColumnElement[bool] | None = None
+    ) -> sa.Insert:
+        return postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=conflict, index_where=where
+        )
+
+
+def _lock_key() -> int:
+    # pg_advisory_xact_lock takes a signed 64-bit integer.
+    key = _MIGRATION_LOCK_KEY
+    return key - (1 << 64) if key >= 1 << 63 else key
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under ``conn``: for COPY and array statements."""
+    raw = await conn.get_raw_connection()
+    return cast(asyncpg.Connection, raw.driver_connection)

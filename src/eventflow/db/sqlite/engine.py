@@ -1,0 +1,49 @@
+"""SQLite engines: private database files, WAL, full fsync, foreign keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from eventflow.private_files import private_dir, private_file, tighten
+
+
+def create_sqlite_engine(url: str, pool_size: int) -> AsyncEngine:
+    database = make_url(url).database
+    # Not in memory, nor a URI (``file:…``) that SQLite resolves: a file of ours to prepare.
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _private_database_files(Path(database))
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, connect_args={"timeout": 30}
+    )
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _private_database_files(database: Path) -> None:
+    """The database file exists, 0600, before SQLite opens it, in a 0700 directory.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode, so
+    creating the database file first (an empty file is an empty database) is all it takes;
+    changing the process's umask instead would race with every other thread's files.
+    """
+    private_dir(database.parent)
+    private_file(database)
+    # Left by an older EventFlow, which let the umask decide their mode.
+    for suffix in ("-wal", "-shm"):
+        tighten(database.with_name(database.name + suffix))
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the dashboard read while the writer commits; synchronous=FULL makes a commit
+    # durable before the 202 is sent (group commit pays one fsync for many events).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

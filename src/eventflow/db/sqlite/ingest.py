@@ -1,0 +1,22 @@
+"""SQLite's ingest store: a group of new events in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventflow.db.ingest import EventIngest, answers, first_by_key, insert_keyed, new_values
+from eventflow.db.rows import NewEvent, StoredEvent
+from eventflow.db.tables import events
+
+
+class SqliteIngest(EventIngest):
+    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+        plain = [e for e in new if e.idempotency_key is None]
+        first = first_by_key(new)
+        existing = {}
+        async with self._db.write() as conn:
+            if plain:
+                await conn.execute(events.insert(), [new_values(e) for e in plain])
+            if first:
+                existing = await insert_keyed(self._db, conn, list(first.values()))
+        return answers(new, first, existing)

@@ -1,0 +1,109 @@
+"""The dispatcher's store: delayed events come due, dead workers' leases end, hints are redone."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from eventflow.clock import now_ms
+from eventflow.db.database import Database
+from eventflow.db.rows import Status
+from eventflow.db.scans import USES_LEASE_INDEX, due_ids, is_claimable
+from eventflow.db.tables import attempts, events
+
+LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
+
+
+class UpkeepStore:
+    """Every step is one conditional statement: any number of dispatchers may run at once."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def reclaim_expired(self, max_attempts: int, limit: int = 1000) -> int:
+        """Return events whose worker died (lease expired) to the queue, or dead-letter them."""
+        now = now_ms()
+        expired = (
+            sa.select(events.c.id)
+            .where(USES_LEASE_INDEX, events.c.lease_until < now)
+            # Ordered, so PostgreSQL walks the index (and marks the dead entries it meets, which
+            # a bitmap scan never does) instead of re-reading every dead row version each pass.
+            .order_by(events.c.lease_until)
+            .limit(limit)
+        )
+        # A worker that dies on the same event again and again is how a poison event looks, so
+        # the lost attempt counts against the budget.
+        exhausted = events.c.attempts - events.c.attempt_base >= max_attempts
+        stmt = (
+            sa.update(events)
+            .where(
+                events.c.id.in_(self._db.skip_locked(expired).scalar_subquery()),
+                events.c.status == Status.PROCESSING.value,
+            )
+            .values(
+                status=sa.case((exhausted, Status.FAILED.value), else_=Status.RETRYING.value),
+                completed_at=sa.case((exhausted, now), else_=None),
+                last_error=LOST_ERROR,
+                available_at=now,
+                dispatched_at=None,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
+            .returning(events.c.id, events.c.attempts, events.c.status)
+        )
+        async with self._db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+            if rows:
+                await conn.execute(
+                    attempts.insert(),
+                    [
+                        {
+                            "event_id": str(r.id),
+                            "number": r.attempts,
+                            "outcome": "lost",
+                            "error": LOST_ERROR,
+                            "worker": "unknown",
+                            "started_at": now,
+                            "finished_at": now,
+                        }
+                        for r in rows
+                    ],
+                )
+        return len(rows)
+
+    async def promote_scheduled(self, limit: int = 5000) -> int:
+        """Move delayed events whose time has come from ``scheduled`` to ``queued``."""
+        now = now_ms()
+        scheduled = events.c.status == Status.SCHEDULED.value
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                sa.update(events)
+                .where(events.c.id.in_(due_ids(self._db, scheduled, now, limit)), scheduled)
+                .values(status=Status.QUEUED.value, dispatched_at=None, updated_at=now)
+            )
+        return int(result.rowcount)
+
+    async def take_undispatched(self, redispatch_after_ms: int, limit: int = 5000) -> list[str]:
+        """Ids of due events whose broker hint is missing or overdue; marks them dispatched now.
+
+        Safe with several dispatchers: each row is taken by one of them per window.
+        """
+        now = now_ms()
+        overdue = due_ids(
+            self._db,
+            is_claimable(),
+            now,
+            limit,
+            sa.or_(
+                events.c.dispatched_at.is_(None),
+                events.c.dispatched_at <= now - redispatch_after_ms,
+            ),
+        )
+        async with self._db.write() as conn:
+            rows = await conn.execute(
+                sa.update(events)
+                .where(events.c.id.in_(overdue))
+                .values(dispatched_at=now)
+                .returning(events.c.id)
+            )
+            return [str(r.id) for r in rows]

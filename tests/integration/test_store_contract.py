@@ -1,0 +1,225 @@
+"""The stores' core transitions, on the in-memory store and on both databases alike.
+
+Unit tests stand the in-memory store in for the database; these checks prove it behaves like
+the real ones: insert, claim, outcome, and the ways an event comes back (reclaim, release,
+retry, replay, lost hints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from eventflow.api.stores import AccountStore, EventReading
+from eventflow.broker.base import HintClaimStore
+from eventflow.broker.sql import DueClaimStore
+from eventflow.clock import now_ms
+from eventflow.db.engine import create_engine
+from eventflow.db.memory import MemoryEvents, MemoryUsers
+from eventflow.db.migrate import migrate
+from eventflow.db.rows import EventRow, NewEvent, Outcome, Status, UserRow
+from eventflow.db.stores import build_stores
+from eventflow.db.upkeep import LOST_ERROR
+from eventflow.db.users import EmailTaken
+from eventflow.ids import new_id
+from eventflow.ingest.store import IngestStore
+from eventflow.worker.dispatcher import DispatchStore
+from eventflow.worker.runner import LeaseStore, OutcomeStore
+from tests.conftest import SettingsFactory
+
+LEASE_MS = 30_000
+
+
+@dataclass
+class Under:
+    """The stores under test, each as the protocol its caller declares."""
+
+    ingest: IngestStore
+    due: DueClaimStore
+    hinted: HintClaimStore
+    leases: LeaseStore
+    outcomes: OutcomeStore
+    upkeep: DispatchStore
+    reading: EventReading
+    users: AccountStore
+    user_id: str = ""
+
+    async def add(self, status: Status = Status.QUEUED, key: str | None = None) -> NewEvent:
+        now = now_ms()
+        due = now - 1 if status is Status.SCHEDULED else now
+        event = NewEvent(new_id(), self.user_id, "A", '{"n": 1}', status, due, now, key)
+        await self.ingest.insert_many([event])
+        return event
+
+    async def row(self, event_id: str) -> EventRow:
+        row = await self.reading.get(self.user_id, event_id)
+        assert row is not None
+        return row
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The database's URL; None for the in-memory store."""
+    if backend == "memory":
+        return None
+    make_settings: SettingsFactory = request.getfixturevalue("make_settings")
+    return make_settings().effective_database_url
+
+
+@pytest.fixture
+async def under(url: str | None) -> AsyncIterator[Under]:
+    user = UserRow(new_id(), f"{new_id()}@example.com", "x", now_ms())
+    if url is None:
+        events = MemoryEvents()
+        under = Under(events, events, events, events, events, events, events, MemoryUsers())
+        await under.users.create(user)
+        under.user_id = user.id
+        yield under
+        return
+    engine = create_engine(url)
+    await migrate(engine)
+    s = build_stores(engine)
+    under = Under(s.ingest, s.queue, s.queue, s.queue, s.outcomes, s.upkeep, s.reading, s.users)
+    await under.users.create(user)
+    under.user_id = user.id
+    try:
+        yield under
+    finally:
+        await engine.dispose()
+
+
+def _outcome(
+    event_id: str,
+    attempt: int,
+    status: Status,
+    *,
+    result: str | None = None,
+    error: str | None = None,
+    retry_at: int | None = None,
+) -> Outcome:
+    now = now_ms()
+    return Outcome(event_id, attempt, status, now, now, result, error, retry_at)
+
+
+async def test_insert_claim_complete(under: Under) -> None:
+    event = await under.add()
+    assert await under.due.queue_depth() == 1
+    (claimed,) = await under.hinted.claim_ids([event.id, event.id], "w1", LEASE_MS)
+    assert (claimed.id, claimed.attempt, claimed.payload) == (event.id, 1, '{"n": 1}')
+    assert await under.hinted.claim_ids([event.id], "w2", LEASE_MS) == [], "claimed once only"
+    assert (await under.row(event.id)).status is Status.PROCESSING
+
+    done = _outcome(event.id, 1, Status.COMPLETED, result='{"ok": true}')
+    await under.outcomes.record_outcomes("w1", [done])
+
+    row = await under.row(event.id)
+    assert (row.status, row.attempts, row.result) == (Status.COMPLETED, 1, '{"ok": true}')
+    assert row.completed_at is not None
+    history = await under.reading.attempts(event.id)
+    assert [(a.number, a.outcome, a.worker) for a in history] == [(1, "completed", "w1")]
+    assert await under.due.queue_depth() == 0
+
+
+async def test_a_repeated_idempotency_key_answers_the_original(under: Under) -> None:
+    first = await under.add(key="k")
+    again = NewEvent(new_id(), under.user_id, "A", "{}", Status.QUEUED, 0, now_ms(), "k")
+    twice = NewEvent(new_id(), under.user_id, "A", "{}", Status.QUEUED, 0, now_ms(), "k2")
+    same = NewEvent(new_id(), under.user_id, "A", "{}", Status.QUEUED, 0, now_ms(), "k2")
+    answers = await under.ingest.insert_many([again, twice, same])
+    assert [(a.id, a.duplicate) for a in answers] == [
+        (first.id, True),
+        (twice.id, False),
+        (twice.id, True),
+    ]
+    assert await under.reading.get(under.user_id, again.id) is None
+
+
+async def test_claim_due_takes_due_rows_and_scheduled_ones_once_promoted(under: Under) -> None:
+    queued = await under.add()
+    scheduled = await under.add(Status.SCHEDULED)
+    claimed = await under.due.claim_due(10, "w1", LEASE_MS)
+    assert [c.id for c in claimed] == [queued.id]
+    assert await under.upkeep.promote_scheduled() == 1
+    assert (await under.row(scheduled.id)).status is Status.QUEUED
+    assert [c.id for c in await under.due.claim_due(10, "w1", LEASE_MS)] == [scheduled.id]
+
+
+async def test_retry_then_fail_then_replay(under: Under) -> None:
+    event = await under.add()
+    await under.hinted.claim_ids([event.id], "w1", LEASE_MS)
+    retry = _outcome(event.id, 1, Status.RETRYING, error="boom", retry_at=now_ms() - 1)
+    await under.outcomes.record_outcomes("w1", [retry])
+    row = await under.row(event.id)
+    assert (row.status, row.last_error) == (Status.RETRYING, "boom")
+
+    (second,) = await under.due.claim_due(10, "w2", LEASE_MS)
+    assert second.attempt == 2
+    await under.outcomes.record_outcomes("w2", [_outcome(event.id, 2, Status.FAILED, error="x")])
+    assert (await under.row(event.id)).status is Status.FAILED
+
+    assert await under.reading.replay_failed(under.user_id) == [event.id]
+    (third,) = await under.due.claim_due(10, "w3", LEASE_MS)
+    assert (third.attempt, third.attempt_in_round) == (3, 1), "a replay starts a fresh budget"
+
+
+async def test_an_expired_lease_is_reclaimed_and_the_late_outcome_ignored(under: Under) -> None:
+    event = await under.add()
+    await under.hinted.claim_ids([event.id], "w1", lease_ms=1)
+    await asyncio.sleep(0.02)
+    assert await under.upkeep.reclaim_expired(max_attempts=5) == 1
+    row = await under.row(event.id)
+    assert (row.status, row.last_error) == (Status.RETRYING, LOST_ERROR)
+    assert len(await under.hinted.claim_ids([event.id], "w2", LEASE_MS)) == 1
+
+    await under.outcomes.record_outcomes("w1", [_outcome(event.id, 1, Status.COMPLETED)])
+
+    row = await under.row(event.id)
+    assert (row.status, row.attempts) == (Status.PROCESSING, 2)
+    outcomes = [a.outcome for a in await under.reading.attempts(event.id)]
+    assert sorted(outcomes) == ["completed", "lost"], "every attempt is in the history"
+
+
+async def test_the_last_lost_attempt_dead_letters(under: Under) -> None:
+    event = await under.add()
+    await under.hinted.claim_ids([event.id], "w1", lease_ms=1)
+    await asyncio.sleep(0.02)
+    assert await under.upkeep.reclaim_expired(max_attempts=1) == 1
+    assert (await under.row(event.id)).status is Status.FAILED
+
+
+async def test_renewed_leases_survive_and_released_events_take_no_outcome(under: Under) -> None:
+    event = await under.add()
+    (claimed,) = await under.hinted.claim_ids([event.id], "w1", lease_ms=1)
+    await under.leases.renew_leases("w1", [event.id], LEASE_MS)
+    await asyncio.sleep(0.02)
+    assert await under.upkeep.reclaim_expired(max_attempts=5) == 0
+
+    assert await under.leases.release("w2") == 0
+    assert await under.leases.release("w1") == 1
+    await under.outcomes.record_outcomes("w1", [_outcome(event.id, claimed.attempt, Status.FAILED)])
+
+    row = await under.row(event.id)
+    assert (row.status, row.attempts) == (Status.QUEUED, 0)
+
+
+async def test_lost_hints_are_taken_once_per_window(under: Under) -> None:
+    event = await under.add()
+    assert await under.upkeep.take_undispatched(60_000) == [], "hinted at insert"
+    await under.ingest.forget_dispatch([event.id])
+    assert await under.upkeep.take_undispatched(60_000) == [event.id]
+    assert await under.upkeep.take_undispatched(60_000) == []
+
+
+async def test_an_email_is_taken_once(under: Under) -> None:
+    user = await under.users.by_id(under.user_id)
+    assert user is not None
+    with pytest.raises(EmailTaken):
+        await under.users.create(UserRow(new_id(), user.email, "y", now_ms()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,10 +26,26 @@ from eventflow.ids import new_id, parse_id
 _SWEEP_INTERVAL_S = 1.0
 
 
+class AccountAdmin(Protocol):
+    """What operators do to accounts, straight in the database."""
+
+    async def create(self, user: UserRow) -> UserRow: ...
+
+    async def all(self) -> list[UserRow]: ...
+
+    async def by_email(self, email: str) -> UserRow | None: ...
+
+    async def account(self, user_id: str) -> AccountRow | None: ...
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> AccountRow | None: ...
+
+    async def tombstone(self, user_id: str) -> AccountRow | None: ...
+
+
 class Operators:
     def __init__(self, engine: AsyncEngine) -> None:
         stores = build_stores(engine)
-        self._users = stores.users
+        self._users: AccountAdmin = stores.users
         self._erasure = stores.erasure
 
     async def create(self, email: str, password: str) -> UserRow:

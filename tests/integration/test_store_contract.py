@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from eventflow.api.stores import AccountStore, EventReading
+from eventflow.api.stores import AccountStore, EventReading, FeedReading
+from eventflow.auth.accounts import AccountReader
 from eventflow.broker.base import HintClaimStore
 from eventflow.broker.sql import DueClaimStore
 from eventflow.clock import now_ms
@@ -26,6 +27,7 @@ from eventflow.db.upkeep import LOST_ERROR
 from eventflow.db.users import EmailTaken
 from eventflow.ids import new_id
 from eventflow.ingest.store import IngestStore
+from eventflow.operators import AccountAdmin
 from eventflow.worker.dispatcher import DispatchStore
 from eventflow.worker.runner import LeaseStore, OutcomeStore
 from tests.conftest import SettingsFactory
@@ -44,7 +46,10 @@ class Under:
     outcomes: OutcomeStore
     upkeep: DispatchStore
     reading: EventReading
+    feed: FeedReading
     users: AccountStore
+    accounts: AccountReader
+    admin: AccountAdmin
     user_id: str = ""
 
     async def add(self, status: Status = Status.QUEUED, key: str | None = None) -> NewEvent:
@@ -78,16 +83,19 @@ def url(backend: str, request: pytest.FixtureRequest) -> str | None:
 async def under(url: str | None) -> AsyncIterator[Under]:
     user = UserRow(new_id(), f"{new_id()}@example.com", "x", now_ms())
     if url is None:
-        events = MemoryEvents()
-        under = Under(events, events, events, events, events, events, events, MemoryUsers())
-        await under.users.create(user)
-        under.user_id = user.id
-        yield under
+        events, users = MemoryEvents(), MemoryUsers()
+        memory = Under(
+            events, events, events, events, events, events, events, events, users, users, users
+        )
+        await memory.users.create(user)
+        memory.user_id = user.id
+        yield memory
         return
     engine = create_engine(url)
     await migrate(engine)
     s = build_stores(engine)
-    under = Under(s.ingest, s.queue, s.queue, s.queue, s.outcomes, s.upkeep, s.reading, s.users)
+    q, u = s.queue, s.users
+    under = Under(s.ingest, q, q, q, s.outcomes, s.upkeep, s.reading, s.feed, u, u, u)
     await under.users.create(user)
     under.user_id = user.id
     try:
@@ -223,3 +231,41 @@ async def test_an_email_is_taken_once(under: Under) -> None:
     assert user is not None
     with pytest.raises(EmailTaken):
         await under.users.create(UserRow(new_id(), user.email, "y", now_ms()))
+
+
+async def test_the_feed_sees_new_running_and_finished_events(under: Under) -> None:
+    older, newer = await under.add(), await under.add()
+    assert await under.feed.newest_id(under.user_id) == newer.id
+    await under.hinted.claim_ids([older.id], "w1", LEASE_MS)
+    in_flight = await under.feed.in_flight(under.user_id, 5)
+    assert [(r.id, r.status) for r in in_flight] == [
+        (newer.id, Status.QUEUED),
+        (older.id, Status.PROCESSING),
+    ]
+    since = now_ms()
+    await under.outcomes.record_outcomes("w1", [_outcome(older.id, 1, Status.COMPLETED)])
+    changed = await under.feed.changes(
+        under.user_id, after_id=newer.id, watched=[], finished_since_ms=since, limit=10
+    )
+    assert [(r.id, r.status, r.preview) for r in changed] == [
+        (older.id, Status.COMPLETED, '{"n": 1}')
+    ]
+
+
+async def test_account_changes_end_sessions_and_deletion_frees_the_email(under: Under) -> None:
+    user = await under.users.by_id(under.user_id)
+    assert user is not None
+    before = await under.accounts.account(user.id)
+    assert before is not None and not before.disabled
+
+    ended = await under.users.end_sessions(user.id)
+    assert ended is not None and ended.token_generation == before.token_generation + 1
+    assert ended.updated_at > before.updated_at
+    assert [a.id for a in await under.accounts.changed_since(before.updated_at)] == [user.id]
+
+    tombstone = await under.admin.tombstone(user.id)
+    assert tombstone is not None and tombstone.deleted
+    assert await under.users.by_id(user.id) is None
+    assert await under.users.end_sessions(user.id) is None, "nothing changes a tombstone"
+    again = UserRow(new_id(), user.email, "y", now_ms())
+    assert await under.users.create(again) == again

@@ -1,1 +1,1 @@
-"""Database access: tables, repositories and migrations."""
+"""Database access: tables, migrations, and the stores (``stores.build_stores``)."""

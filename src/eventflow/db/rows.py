@@ -1,4 +1,4 @@
-"""Plain records passed between the repositories and the rest of the service."""
+"""Plain records passed between the stores and the rest of the service."""
 
 from __future__ import annotations
 

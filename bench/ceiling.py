@@ -1,17 +1,21 @@
 """The ceiling: a raw ASGI app that answers 202 and does nothing, served like EventFlow's API.
 
-Run as ``python -m eventflow.bench.ceiling PORT``. It reads the whole body and answers with a
+Run as ``python -m bench.ceiling PORT``. It reads the whole body and answers with a
 body shaped like EventFlow's, so every other figure reads as a fraction of what uvicorn, the
 event loop and the load generator can do on this machine with no work at all.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from testkit import EventflowProcess, free_port
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +51,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         more = message.get("more_body", False)
     await send(_START)
     await send(_RESPONSE)
+
+
+def ceiling_process(log_path: Path) -> EventflowProcess:
+    """This app on a free port, started like an EventFlow process (not started yet)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.ceiling", str(port)]
+    return EventflowProcess(
+        "ceiling", dict(os.environ), log_path, port=port, argv=argv, ready_path="/"
+    )
 
 
 def main() -> None:

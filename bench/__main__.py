@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +16,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     mode: Annotated[
         str, typer.Option(help="embedded (SQLite), postgres, distributed (PostgreSQL + Redis), all")
     ] = "all",
@@ -26,8 +28,12 @@ def bench(
         ),
     ] = "all",
     runs: Annotated[int, typer.Option(min=1, help="Runs per scenario; the median is reported")] = 3,
-    duration: Annotated[int, typer.Option(min=1, help="Seconds of load per run")] = 10,
-    warmup: Annotated[int, typer.Option(min=0, help="Seconds of unmeasured load first")] = 1,
+    duration_s: Annotated[
+        int, typer.Option("--duration", min=1, help="Seconds of load per run")
+    ] = 10,
+    warmup_s: Annotated[
+        int, typer.Option("--warmup", min=0, help="Seconds of unmeasured load first")
+    ] = 1,
     connections: Annotated[int, typer.Option(min=1, help="wrk connections, single events")] = 64,
     batch_connections: Annotated[int, typer.Option(min=1, help="wrk connections, batches")] = 8,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Events per batch")] = 500,
@@ -48,17 +54,8 @@ def bench(
     keyspace, real `eventflow up|api|worker` processes). EVENTFLOW_* variables in the environment
     reach the processes under test, except where to listen and what to connect to.
     """
-    options = BenchOptions(
-        runs=runs,
-        duration_s=duration,
-        warmup_s=warmup,
-        connections=connections,
-        batch_connections=batch_connections,
-        batch_size=batch_size,
-        workers=workers,
-        drain_events=drain_events,
-        wrk_threads=wrk_threads,
-    )
+    # Every BenchOptions field is a parameter of this command, by the same name.
+    options = BenchOptions(**{f.name: ctx.params[f.name] for f in fields(BenchOptions)})
     try:
         status = main(mode, scenarios, options, json_path, keep_logs)
     except BenchUsageError as exc:

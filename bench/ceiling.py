@@ -7,15 +7,11 @@ event loop and the load generator can do on this machine with no work at all.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import uvicorn
-
-from testkit import EventflowProcess, free_port
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,15 +47,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         more = message.get("more_body", False)
     await send(_START)
     await send(_RESPONSE)
-
-
-def ceiling_process(log_path: Path) -> EventflowProcess:
-    """This app on a free port, started like an EventFlow process (not started yet)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.ceiling", str(port)]
-    return EventflowProcess(
-        "ceiling", dict(os.environ), log_path, port=port, argv=argv, ready_path="/"
-    )
 
 
 def main() -> None:

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.ceiling import ceiling_process
 from bench.client import Account, post_json, register_and_login
 from bench.database import BenchDatabase
 from bench.load import Load, WrkResult, batch_body, run_wrk, single_body
 from bench.report import RunResult
-from bench.stack import Deployment, Stack
+from bench.stack import Deployment, Stack, ceiling_process
 from bench.usage import UsageSampler
 from eventflow.clock import now_ms
 from testkit import EventflowProcess, nearest_rank_percentile

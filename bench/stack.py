@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -167,3 +168,12 @@ class Deployment:
                 await asyncio.to_thread(proc.stop)
         self.processes.clear()
         await self.db.close()
+
+
+def ceiling_process(log_path: Path) -> EventflowProcess:
+    """The ceiling app (bench/ceiling.py) on a free port, not started yet."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.ceiling", str(port)]
+    return EventflowProcess(
+        "ceiling", dict(os.environ), log_path, port=port, argv=argv, ready_path="/"
+    )

@@ -35,19 +35,23 @@ fuzz: deps
 	EVENTFLOW_FUZZ_TIMEOUT_S=$${EVENTFLOW_FUZZ_TIMEOUT_S:-3600} \
 	$(BIN)/pytest tests/integration/test_schema_fuzz.py -p no:cacheprovider --timeout 7200 -v
 
-## check: formatting, lint and strict types over src and tests
+# What ruff formats and lints (mypy's list is in pyproject.toml).
+CODE := src tests testkit bench
+
+## check: formatting, lint and strict types over src, tests, testkit and bench
 check: $(STAMP)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
-## bench: the benchmark (see docs/performance.md)
+## bench: the benchmark in bench/ (see docs/performance.md); options in ARGS, e.g.
+##        make bench ARGS="--mode embedded --scenarios ingest-single --duration 2"
 bench: $(STAMP)
-	$(BIN)/eventflow bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .eventflow .pytest_cache .mypy_cache .ruff_cache

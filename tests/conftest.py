@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+import testkit
 from eventflow.config import Settings
-from tests import harness
 
 pytest_plugins = ["tests.services_policy"]
 
@@ -23,13 +23,13 @@ SettingsFactory = Callable[..., Settings]
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    with harness.postgres_server() as url:
+    with testkit.postgres_server() as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    with harness.redis_server() as url:
+    with testkit.redis_server() as url:
         yield url
 
 

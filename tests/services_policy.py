@@ -1,43 +1,22 @@
-"""No test skips quietly for a missing system binary: a failure under CI=true, a loud notice else.
-
-PYTEST_DONT_REWRITE: tests/harness.py imports this plugin before pytest_plugins registers it.
-"""
+"""No quiet skips for a missing system binary: a failure under CI=true, a loud notice else."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Generator
 
 import pytest
-from _pytest.outcomes import Skipped  # pytest.skip.Exception, which mypy cannot subclass
+
+from testkit.binaries import PG_PACKAGE, MissingService
+from testkit.postgres import DATABASE_URL_ENV
+from testkit.redis import REDIS_URL_ENV
 
 INSTALL_SCRIPT = "scripts/system-packages.sh"
-# Packages whose servers the tests can reach elsewhere instead (see tests/harness.py).
-URL_OVERRIDES = {
-    "postgresql-15": "EVENTFLOW_TEST_DATABASE_URL",
-    "redis-server": "EVENTFLOW_TEST_REDIS_URL",
-}
+# Packages whose servers the tests can reach elsewhere instead (see testkit/).
+URL_OVERRIDES = {PG_PACKAGE: DATABASE_URL_ENV, "redis-server": REDIS_URL_ENV}
 
 # (binary, package) -> node ids of the tests that could not run without it.
 _MISSING = pytest.StashKey[dict[tuple[str, str], list[str]]]()
-
-
-class MissingService(Skipped):
-    """A binary a test needs is not installed; the policy below decides skip or failure."""
-
-    def __init__(self, binary: str, package: str) -> None:
-        super().__init__(f"{binary} is not installed: sudo apt-get install -y {package}")
-        self.binary = binary
-        self.package = package
-
-
-def require_service(binary: str, package: str) -> str:
-    """The path of ``binary`` (an absolute path, or a command on PATH); raises MissingService."""
-    path = binary if os.path.isabs(binary) else shutil.which(binary)
-    if path is None or not os.access(path, os.X_OK):
-        raise MissingService(binary, package)
-    return path
 
 
 def in_ci() -> bool:

@@ -222,62 +222,6 @@ def main() -> None:
     app()
 
 
-@app.command()
-def bench(
-    mode: Annotated[
-        str, typer.Option(help="embedded (SQLite), postgres, distributed (PostgreSQL + Redis), all")
-    ] = "all",
-    scenarios: Annotated[
-        str,
-        typer.Option(
-            help="all, or a comma-separated subset of: ceiling, ingest-single, ingest-batch, "
-            "end-to-end, worker-drain"
-        ),
-    ] = "all",
-    runs: Annotated[int, typer.Option(min=1, help="Runs per scenario; the median is reported")] = 3,
-    duration: Annotated[int, typer.Option(min=1, help="Seconds of load per run")] = 10,
-    warmup: Annotated[int, typer.Option(min=0, help="Seconds of unmeasured load first")] = 1,
-    connections: Annotated[int, typer.Option(min=1, help="wrk connections, single events")] = 64,
-    batch_connections: Annotated[int, typer.Option(min=1, help="wrk connections, batches")] = 8,
-    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Events per batch")] = 500,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes in end-to-end")] = 1,
-    drain_events: Annotated[
-        int, typer.Option(min=1, help="Events queued before worker-drain starts its worker")
-    ] = 100_000,
-    wrk_threads: Annotated[int, typer.Option(min=1, help="wrk threads")] = 1,
-    json_path: Annotated[
-        Optional[Path],  # noqa: UP045 (Typer reads it)
-        typer.Option("--json", help="Also write the results, every run included, to this file"),
-    ] = None,
-    keep_logs: Annotated[bool, typer.Option(help="Keep the processes' logs")] = False,
-) -> None:
-    """Benchmark EventFlow on throwaway services with wrk; prints a table (see docs/performance.md).
-
-    Each run starts its own deployment (a fresh SQLite file or PostgreSQL database, a fresh Redis
-    keyspace, real `eventflow up|api|worker` processes). EVENTFLOW_* variables in the environment
-    reach the processes under test, except where to listen and what to connect to.
-    """
-    from eventflow.bench.runner import BenchUsageError, main
-    from eventflow.bench.scenarios import BenchOptions
-
-    options = BenchOptions(
-        runs=runs,
-        duration_s=duration,
-        warmup_s=warmup,
-        connections=connections,
-        batch_connections=batch_connections,
-        batch_size=batch_size,
-        workers=workers,
-        drain_events=drain_events,
-        wrk_threads=wrk_threads,
-    )
-    try:
-        status = main(mode, scenarios, options, json_path, keep_logs)
-    except BenchUsageError as exc:
-        _fail(str(exc))
-    raise typer.Exit(status)
-
-
 user_app = typer.Typer(
     help=(
         "Operators' account commands: create, list, disable, enable, delete. They work on the "

@@ -242,7 +242,7 @@ class Settings(BaseSettings):
     def effective_group_commit_ms(self) -> float:
         if self.group_commit_ms is not None:
             return self.group_commit_ms
-        # Measured with `eventflow bench`: SQLite's single writer lock is shared with the
+        # Measured with `make bench`: SQLite's single writer lock is shared with the
         # in-process worker, so fewer, larger transactions win; PostgreSQL commits concurrently
         # and a shorter window gives more throughput and a lower p50.
         return 2.0 if self.mode == "embedded" else 0.5

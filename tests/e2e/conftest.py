@@ -16,9 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from eventflow.dashboard import STATIC_DIR
+from testkit import EventflowProcess, free_port, require_service
 from tests.e2e.dashboard import Dashboard
-from tests.harness import free_port
-from tests.services_policy import require_service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,7 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 START_TIMEOUT_S = 30.0
 
@@ -45,14 +43,15 @@ SERVER_ENV = {
 
 
 class EventflowServer:
-    """``eventflow up`` on a free port, embedded (SQLite) in a data directory of its own."""
+    """``eventflow up`` on a free port, embedded (SQLite) in a data directory of its own; it
+    can be stopped and started again on the same port."""
 
     def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.env = env or {}
         self.port = free_port()
         self.data_dir = root / "data"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: EventflowProcess | None = None
 
     @property
     def url(self) -> str:
@@ -60,37 +59,19 @@ class EventflowServer:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
-        env |= SERVER_ENV | self.env
-        env |= {"EVENTFLOW_PORT": str(self.port), "EVENTFLOW_DATA_DIR": str(self.data_dir)}
-        with (self.root / "server.log").open("ab") as log:
-            self._proc = subprocess.Popen(
-                [EVENTFLOW, "up"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._healthy():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log_text = (self.root / "server.log").read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"eventflow up did not start:\n{log_text}")
-            time.sleep(0.1)
-
-    def _healthy(self) -> bool:
+        env |= SERVER_ENV | self.env | {"EVENTFLOW_DATA_DIR": str(self.data_dir)}
+        self._proc = EventflowProcess("up", env, self.root / "server.log", port=self.port)
+        self._proc.start()
         try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+            self._proc.wait_ready()
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        if self._proc is not None:
+            self._proc.stop(timeout=15)
+            self._proc = None
 
     def reset_data(self) -> None:
         """A new data directory: a new database and a new JWT secret (every token is void)."""

@@ -1,14 +1,11 @@
-"""Real ``eventflow api`` / ``eventflow worker`` processes on PostgreSQL + Redis, for scale-out
-and chaos tests: started with environment variables, killed with real signals."""
+"""Groups of real ``eventflow api`` / ``eventflow worker`` processes on PostgreSQL + Redis, and
+the load that scale-out and chaos tests put on them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,85 +21,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from eventflow.broker.keys import RedisKeys
+from testkit import REPO_ROOT, EventflowProcess
 from tests.conftest import TEST_SECRET
-from tests.harness import free_port
 
-EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
-REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30.0
 Json = dict[str, Any]
-
-
-@dataclass
-class Proc:
-    """One ``eventflow`` process; its output goes to ``log_path``."""
-
-    command: str
-    env: dict[str, str]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [EVENTFLOW, self.command],
-                env={**self.env, "EVENTFLOW_PORT": str(self.port)},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-
-    def wait_ready(self) -> None:
-        """APIs: until /health answers 200; workers: until they announce the claim loop."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"eventflow {self.command} exited early:\n{self.log()}")
-            if self._ready():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"eventflow {self.command} not ready in time:\n{self.log()}")
-
-    def _ready(self) -> bool:
-        if self.command == "worker":
-            return "worker running" in self.log()
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.alive:
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(10)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except FileNotFoundError:
-            return ""
 
 
 @dataclass
@@ -114,7 +36,7 @@ class Cluster:
     prefix: str
     workdir: Path
     settings: dict[str, str] = field(default_factory=dict)
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[EventflowProcess] = field(default_factory=list)
 
     def env(self, **overrides: str | int) -> dict[str, str]:
         base = {
@@ -134,19 +56,22 @@ class Cluster:
         base.update({f"EVENTFLOW_{k.upper()}": str(v) for k, v in overrides.items()})
         return {**os.environ, **base}
 
-    def spawn(self, command: str, overrides: Mapping[str, str | int], *, wait: bool = True) -> Proc:
+    def spawn(
+        self, command: str, overrides: Mapping[str, str | int], *, wait: bool = True
+    ) -> EventflowProcess:
         index = len(self.procs)
-        proc = Proc(command, self.env(**overrides), self.workdir / f"{command}-{index}.log")
+        log_path = self.workdir / f"{command}-{index}.log"
+        proc = EventflowProcess(command, self.env(**overrides), log_path)
         self.procs.append(proc)
         proc.start()
         if wait:
             proc.wait_ready()
         return proc
 
-    def api(self, **overrides: str | int) -> Proc:
+    def api(self, **overrides: str | int) -> EventflowProcess:
         return self.spawn("api", overrides)
 
-    def worker(self, **overrides: str | int) -> Proc:
+    def worker(self, **overrides: str | int) -> EventflowProcess:
         return self.spawn("worker", overrides)
 
     def logs(self) -> str:

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.tables import events, users
+from testkit import EVENTFLOW, REPO_ROOT, EventflowProcess
 from tests.apiclient import wait_for
 from tests.conftest import TEST_SECRET
-from tests.integration.procs import EVENTFLOW, REPO_ROOT, Proc
 
 PASSWORD = "correct horse battery"
 Headers = dict[str, str]
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 class Deployment:
     """A running ``eventflow up`` and what the operator's CLI needs to reach its database."""
 
-    server: Proc
+    server: EventflowProcess
     cli_env: dict[str, str]
     database_url: str
 
@@ -83,7 +83,7 @@ def deployment(database_url: str | None, tmp_path: Path) -> Iterator[Deployment]
         # test machine.
         "EVENTFLOW_ACCOUNT_POLL_MS": "250",
     }
-    server = Proc("up", server_env, tmp_path / "server.log")
+    server = EventflowProcess("up", server_env, tmp_path / "server.log")
     server.start()
     try:
         server.wait_ready()

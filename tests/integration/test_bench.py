@@ -1,4 +1,4 @@
-"""A tiny run of ``eventflow bench`` so the benchmark cannot rot (figures are not asserted)."""
+"""A tiny run of the benchmark (``make bench``) so that it cannot rot (figures are not asserted)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from testkit import REPO_ROOT
+
 pytestmark = pytest.mark.slow
 
-EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 SCENARIOS = {"ceiling", "ingest-single", "ingest-batch", "end-to-end", "worker-drain"}
 
 
 @pytest.mark.timeout(300)
 def test_bench_embedded_reports_every_scenario(tmp_path: Path) -> None:
     report_path = tmp_path / "bench.json"
-    args = [EVENTFLOW, "bench", "--mode", "embedded", "--runs", "1", "--duration", "1"]
+    args = [sys.executable, "-m", "bench", "--mode", "embedded", "--runs", "1", "--duration", "1"]
     args += ["--warmup", "0", "--connections", "8", "--batch-connections", "2"]
     args += ["--batch-size", "50", "--drain-events", "1000", "--json", str(report_path)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=280, check=False)
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=280, check=False, cwd=REPO_ROOT
+    )
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ingest-single" in done.stdout  # the table

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from eventflow.broker.keys import RedisKeys
-from tests.harness import PostgresServer, RedisServer
+from testkit import PostgresServer, RedisServer
 from tests.integration.procs import (
     Cluster,
     Load,

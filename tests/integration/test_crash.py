@@ -12,16 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit import EventflowProcess
 from tests.conftest import TEST_SECRET
-from tests.integration.procs import Proc
 
 pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[Proc]:
+def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[EventflowProcess]:
     """A healthy ``eventflow up``; SIGKILLed on the way out if it still runs."""
-    proc = Proc("up", {**os.environ, **env}, log_path)
+    proc = EventflowProcess("up", {**os.environ, **env}, log_path)
     if port is not None:
         proc.port = port
     proc.start()

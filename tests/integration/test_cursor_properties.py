@@ -20,8 +20,8 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from testkit import EventflowProcess
 from tests.conftest import TEST_SECRET
-from tests.integration.procs import Proc
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ class Account:
 
 @dataclass(frozen=True)
 class Server:
-    proc: Proc
+    proc: EventflowProcess
     accounts: tuple[Account, Account]
 
     @property
@@ -86,7 +86,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
             "EVENTFLOW_DATABASE_URL": request.getfixturevalue("fresh_postgres"),
             "EVENTFLOW_JWT_SECRET": TEST_SECRET,
         }
-    proc = Proc(command, env, tmp_path / f"{command}.log")
+    proc = EventflowProcess(command, env, tmp_path / f"{command}.log")
     proc.start()
     try:
         proc.wait_ready()
@@ -158,7 +158,7 @@ def _check_page(
         assert page["next_cursor"] == (items[-1] if len(older) > size else None)
 
 
-def _log_has_no_traceback(proc: Proc) -> None:
+def _log_has_no_traceback(proc: EventflowProcess) -> None:
     log = proc.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[max(0, log.index("Traceback") - 2000) :][:8000]
 

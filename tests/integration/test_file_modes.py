@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from eventflow.config import Settings
-from tests.integration.procs import EVENTFLOW, Proc
+from testkit import EVENTFLOW, EventflowProcess
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +48,8 @@ def _umask(mask: int) -> Iterator[None]:
 
 
 @contextmanager
-def _running_up(data_dir: Path, log: Path) -> Iterator[Proc]:
-    proc = Proc("up", _env(data_dir), log)
+def _running_up(data_dir: Path, log: Path) -> Iterator[EventflowProcess]:
+    proc = EventflowProcess("up", _env(data_dir), log)
     with _umask(OPEN_UMASK):
         proc.start()
     try:

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.procs import Proc
+from testkit import EventflowProcess
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ PATIENCE_S = 6.0
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    proc: Proc
+    proc: EventflowProcess
     token: str
 
     @property
@@ -67,7 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "EVENTFLOW_LOG_LEVEL": "info",
         }
     )
-    proc = Proc("up", env, workdir / "up.log")
+    proc = EventflowProcess("up", env, workdir / "up.log")
     proc.start()
     try:
         proc.wait_ready()

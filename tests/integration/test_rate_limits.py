@@ -14,8 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from eventflow.broker.keys import rate_limit_prefix
-from tests.harness import RedisServer
-from tests.integration.procs import REPO_ROOT, Proc, cluster
+from testkit import REPO_ROOT, EventflowProcess, RedisServer
+from tests.integration.procs import cluster
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ RATE_HEADERS = ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLi
 
 
 @contextmanager
-def _embedded(tmp_path: Path, **settings: str | int) -> Iterator[Proc]:
+def _embedded(tmp_path: Path, **settings: str | int) -> Iterator[EventflowProcess]:
     """``eventflow up`` on SQLite with these settings (``name=value`` → ``EVENTFLOW_NAME``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
     env |= {
@@ -36,7 +36,7 @@ def _embedded(tmp_path: Path, **settings: str | int) -> Iterator[Proc]:
         "PYTHONPATH": str(REPO_ROOT),
     }
     env |= {f"EVENTFLOW_{k.upper()}": str(v) for k, v in settings.items()}
-    proc = Proc("up", env, tmp_path / "server.log")
+    proc = EventflowProcess("up", env, tmp_path / "server.log")
     proc.start()
     try:
         proc.wait_ready()

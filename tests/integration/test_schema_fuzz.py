@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit import REPO_ROOT, EventflowProcess
 from tests.conftest import TEST_SECRET
-from tests.integration.procs import REPO_ROOT, Proc
 
 ST = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proc]:
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventflowProcess]:
     env = {
         **os.environ,
         "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
@@ -65,7 +65,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proc]:
             "EVENTFLOW_REDIS_PREFIX": "fuzz" + os.urandom(4).hex(),
             "EVENTFLOW_JWT_SECRET": TEST_SECRET,
         }
-    proc = Proc("up", env, tmp_path / "server.log")
+    proc = EventflowProcess("up", env, tmp_path / "server.log")
     proc.start()
     try:
         proc.wait_ready()
@@ -91,7 +91,7 @@ SIGN_OUTS = ("logout", "logout_all")
 
 
 def _run(
-    server: Proc, report: Path, operations: list[str]
+    server: EventflowProcess, report: Path, operations: list[str]
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     command = [
         ST,
@@ -129,7 +129,7 @@ def _run(
     return result, json.loads(report.read_text()) if report.exists() else {}
 
 
-def test_every_operation_conforms_to_the_schema(server: Proc, tmp_path: Path) -> None:
+def test_every_operation_conforms_to_the_schema(server: EventflowProcess, tmp_path: Path) -> None:
     excluded = [arg for name in SIGN_OUTS for arg in ("--exclude-operation-id", name)]
     result, report = _run(server, tmp_path / "schemathesis.json", excluded)
     _assert_conforms(result, report, server)
@@ -153,7 +153,7 @@ def test_every_operation_conforms_to_the_schema(server: Proc, tmp_path: Path) ->
 
 
 def _assert_conforms(
-    result: subprocess.CompletedProcess[str], report: dict[str, Any], server: Proc
+    result: subprocess.CompletedProcess[str], report: dict[str, Any], server: EventflowProcess
 ) -> None:
     output = result.stdout[-12_000:] + result.stderr[-4_000:]
     assert result.returncode == 0, output

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.procs import Proc
+from testkit import EventflowProcess
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("headers")
     env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTFLOW_")}
     env |= {"EVENTFLOW_DATA_DIR": str(workdir / "data"), "EVENTFLOW_LOG_LEVEL": "warning"}
-    proc = Proc("up", env, workdir / "up.log")
+    proc = EventflowProcess("up", env, workdir / "up.log")
     proc.start()
     try:
         proc.wait_ready()

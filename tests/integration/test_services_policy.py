@@ -8,7 +8,7 @@ pytest_plugins = ["pytester"]
 
 NEEDS_REDIS = """
 import pytest
-from tests.services_policy import require_service
+from testkit import require_service
 
 REDIS = "/nonexistent/redis-server"
 

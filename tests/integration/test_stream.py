@@ -6,8 +6,6 @@ import asyncio
 import functools
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,9 +21,9 @@ from eventflow.api.app import create_app
 from eventflow.api.stream_access import MAX_STREAMS_PER_USER
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
+from testkit import EventflowProcess, free_port
 from tests.apiclient import send, signup
 from tests.conftest import TEST_SECRET, SettingsFactory
-from tests.harness import free_port
 
 TICKET = "/api/v1/stream/ticket"
 STREAM = "/api/v1/stream"
@@ -279,40 +277,25 @@ async def test_graceful_shutdown_ends_open_streams(make_settings: SettingsFactor
 
 @pytest.mark.slow
 def test_sigterm_is_not_held_by_an_open_stream(tmp_path: Path) -> None:
-    port = free_port()
     env = {
         **os.environ,
-        "EVENTFLOW_PORT": str(port),
         "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
         "EVENTFLOW_JWT_SECRET": TEST_SECRET,
         "EVENTFLOW_LOG_LEVEL": "warning",
     }
     env.pop("EVENTFLOW_DATABASE_URL", None)
     env.pop("EVENTFLOW_REDIS_URL", None)
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("eventflow")), "up"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = EventflowProcess("up", env, tmp_path / "up.log")
+    proc.start()
     try:
-        asyncio.run(_stream_then_sigterm(proc, f"http://127.0.0.1:{port}"))
+        proc.wait_ready()
+        asyncio.run(_stream_then_sigterm(proc))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
 
 
-async def _stream_then_sigterm(proc: subprocess.Popen[bytes], url: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+async def _stream_then_sigterm(proc: EventflowProcess) -> None:
+    async with httpx.AsyncClient(base_url=proc.url, timeout=10) as client:
         headers = await signup(client)
         async with client.stream(
             "GET", STREAM, params={"ticket": await ticket_for(client, headers)}

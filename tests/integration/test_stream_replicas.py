@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from eventflow.api.stream_access import MAX_STREAMS_PER_USER, SLOT_LEASE_MS, SLOT_RENEW_S
-from tests.integration.procs import Cluster, Proc, cluster, login
+from testkit import EventflowProcess
+from tests.integration.procs import Cluster, cluster, login
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ STREAM = "/api/v1/stream"
 @contextmanager
 def two_apis(
     database_url: str, redis_url: str | None, workdir: Path
-) -> Iterator[tuple[Proc, Proc]]:
+) -> Iterator[tuple[EventflowProcess, EventflowProcess]]:
     """Two API processes on one PostgreSQL, sharing one Redis prefix, or no Redis at all."""
     if redis_url is not None:
         with cluster(database_url, redis_url, workdir, log_level="warning") as group:
@@ -40,7 +41,7 @@ def two_apis(
         group.close()
 
 
-def _start_two(group: Cluster) -> tuple[Proc, Proc]:
+def _start_two(group: Cluster) -> tuple[EventflowProcess, EventflowProcess]:
     first, second = (group.spawn("api", {"log_level": "warning"}, wait=False) for _ in range(2))
     first.wait_ready()
     second.wait_ready()

@@ -1,6 +1,6 @@
 """The ceiling: a raw ASGI app that answers 202 and does nothing, served like EventFlow's API.
 
-Run as ``python -m eventflow.bench.ceiling PORT``. It reads the whole body and answers with a
+Run as ``python -m bench.ceiling PORT``. It reads the whole body and answers with a
 body shaped like EventFlow's, so every other figure reads as a fraction of what uvicorn, the
 event loop and the load generator can do on this machine with no work at all.
 """

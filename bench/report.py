@@ -1,4 +1,4 @@
-"""Results: one run, the median over runs, issue 4's targets, the table and the JSON file."""
+"""Results: one run, the median over runs, the performance targets, the table and the JSON file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from eventflow.bench.processes import Usage
+from bench.usage import Usage
 
 #: Roles that are EventFlow itself (the ceiling stands in for it in its own scenario).
 EVENTFLOW_ROLES = ("up", "api", "worker", "ceiling")
@@ -254,7 +254,7 @@ def results_table(results: Sequence[ScenarioResult], title: str) -> Table:
         "others' CPU %",
     ):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("targets (issue 4)", no_wrap=True)
+    table.add_column("targets", no_wrap=True)
     table.add_column("checks and notes (median run)", ratio=1)
     for result in results:
         ratio = f"{result.events_per_s / ceiling:.2f}" if ceiling else "—"

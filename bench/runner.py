@@ -1,4 +1,4 @@
-"""``eventflow bench``: runs the scenarios per mode with a progress display, then reports."""
+"""Runs the scenarios per mode with a progress display, then reports."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from bench import scenarios
+from bench.load import wrk_binary
+from bench.report import CEILING, RunResult, ScenarioResult, results_json, results_table
+from bench.scenarios import BenchOptions, Context
+from bench.stack import MODES, Mode, Stack, settings_overrides
 from eventflow import __version__
-from eventflow.bench import scenarios
-from eventflow.bench.load import wrk_binary
-from eventflow.bench.report import CEILING, RunResult, ScenarioResult, results_json, results_table
-from eventflow.bench.scenarios import BenchOptions, Context
-from eventflow.bench.stack import MODES, Mode, Stack, settings_overrides
+from testkit import MissingService
 
 SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain")
 
@@ -139,7 +140,7 @@ async def run_bench(
                 await stack.start()
                 for scenario in per_mode:
                     await repeat(mode, scenario, stack)
-            except Exception as exc:
+            except (Exception, MissingService) as exc:
                 outcome.failures.append(Failure(mode, "services", f"{type(exc).__name__}: {exc}"))
             finally:
                 await stack.close()
@@ -157,7 +158,7 @@ def _tool_version(args: list[str]) -> str:
 
 def _meta(options: BenchOptions, modes: Sequence[Mode], chosen: Sequence[str]) -> dict[str, Any]:
     return {
-        "command": shlex.join(["eventflow", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "eventflow_version": __version__,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {

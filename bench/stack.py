@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,10 +16,9 @@ from typing import Literal
 import asyncpg
 from redis.asyncio import Redis
 
-from eventflow.bench.database import BenchDatabase
-from eventflow.bench.processes import ServerProcess, eventflow_command
-from eventflow.bench.services import PostgresServer, RedisServer, free_port
+from bench.database import BenchDatabase
 from eventflow.config import Settings
+from testkit import EventflowProcess, PostgresServer, RedisServer, free_port
 
 Mode = Literal["embedded", "postgres", "distributed"]
 MODES: tuple[Mode, ...] = ("embedded", "postgres", "distributed")
@@ -32,7 +32,16 @@ _OWNED = frozenset(
 )
 # Ingest-only runs have no consumer, so the default backpressure limit would cut them short.
 _DEFAULTS = {"EVENTFLOW_LOG_LEVEL": "warning", "EVENTFLOW_MAX_QUEUE_DEPTH": "1000000000"}
-_WORKER_READY = "worker running"
+# Durable like a production server (fsync and synchronous_commit on: a 202 must mean a flushed
+# commit), sized so 2 API processes' pools and the workers' fit comfortably.
+DURABLE_PG_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "256MB",
+    "autovacuum": "on",
+}
+_READY_TIMEOUT_S = 60.0
 
 
 def settings_overrides() -> dict[str, str]:
@@ -54,7 +63,7 @@ class Stack:
 
     async def start(self) -> None:
         if self.mode in ("postgres", "distributed"):
-            self.postgres = PostgresServer()
+            self.postgres = PostgresServer(settings=DURABLE_PG_SETTINGS)
             await asyncio.to_thread(self.postgres.start)
         if self.mode == "distributed":
             self.redis = RedisServer()
@@ -85,8 +94,8 @@ class Stack:
         env.setdefault("EVENTFLOW_JWT_SECRET", self._secret)
         database = f"bench_{self._runs}"
         if self.postgres is not None:
-            await _admin(self.postgres.url(), f'CREATE DATABASE "{database}"')
-            env["EVENTFLOW_DATABASE_URL"] = self.postgres.url(database)
+            await _admin(self.postgres.database_url("postgres"), f'CREATE DATABASE "{database}"')
+            env["EVENTFLOW_DATABASE_URL"] = self.postgres.database_url(database)
         if self.redis is not None:
             env["EVENTFLOW_REDIS_URL"] = self.redis.url
             env["EVENTFLOW_REDIS_PREFIX"] = f"bench{self._runs}"
@@ -101,7 +110,10 @@ class Stack:
         finally:
             await deployment.close()
             if self.postgres is not None:
-                await _admin(self.postgres.url(), f'DROP DATABASE IF EXISTS "{database}" (FORCE)')
+                await _admin(
+                    self.postgres.database_url("postgres"),
+                    f'DROP DATABASE IF EXISTS "{database}" (FORCE)',
+                )
             if self.redis is not None:
                 client = Redis.from_url(self.redis.url)
                 try:
@@ -128,35 +140,40 @@ class Deployment:
         self.env = env
         self.port = free_port()
         self.db = BenchDatabase(database_url)
-        self.processes: list[ServerProcess] = []
+        self.processes: list[EventflowProcess] = []
 
-    async def start(self, command: Command) -> ServerProcess:
+    async def start(self, command: Command) -> EventflowProcess:
         """``eventflow COMMAND``, returned once it serves HTTP (or, for a worker, consumes)."""
-        count = sum(1 for p in self.processes if p.role == command) + 1
-        env = {**self.env, "EVENTFLOW_PORT": str(self.port)}
+        count = sum(1 for p in self.processes if p.command == command) + 1
         log_path = self.run_dir / f"{command}-{count}.log"
-        proc = ServerProcess(command, eventflow_command(command), env, log_path, self.port)
+        proc = EventflowProcess(command, self.env, log_path, port=self.port)
         self.processes.append(proc)
-        await proc.start()
-        if command == "worker":
-            await proc.wait_log(_WORKER_READY)
-        else:
-            await proc.wait_http()
+        proc.start()
+        await asyncio.to_thread(proc.wait_ready, _READY_TIMEOUT_S)
         return proc
 
-    async def stop(self, proc: ServerProcess) -> None:
-        await proc.stop()
+    async def stop(self, proc: EventflowProcess) -> None:
+        await asyncio.to_thread(proc.stop)
         self.processes.remove(proc)
 
     def pids(self) -> dict[str, list[int]]:
         roles: dict[str, list[int]] = {}
         for proc in self.processes:
-            roles.setdefault(proc.role, []).append(proc.pid)
+            roles.setdefault(proc.command, []).append(proc.pid)
         return roles
 
     async def close(self) -> None:
         for proc in list(self.processes):
             with contextlib.suppress(ProcessLookupError):
-                await proc.stop()
+                await asyncio.to_thread(proc.stop)
         self.processes.clear()
         await self.db.close()
+
+
+def ceiling_process(log_path: Path) -> EventflowProcess:
+    """The ceiling app (bench/ceiling.py) on a free port, not started yet."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.ceiling", str(port)]
+    return EventflowProcess(
+        "ceiling", dict(os.environ), log_path, port=port, argv=argv, ready_path="/"
+    )

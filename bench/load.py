@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import os
 import resource
 import shutil
@@ -14,7 +13,7 @@ from typing import Any
 
 import orjson
 
-_SCRIPT = importlib.resources.files("eventflow.bench") / "lua" / "post.lua"
+_SCRIPT = Path(__file__).with_name("lua") / "post.lua"
 EVENT_TYPE = "ORDER_CREATED"
 
 
@@ -109,30 +108,29 @@ async def run_wrk(load: Load, workdir: Path) -> WrkResult:
         "BENCH_IDS_DIR": str(ids_dir) if load.collect_ids else "",
     }
     threads = max(1, min(load.threads, load.connections))
-    with importlib.resources.as_file(_SCRIPT) as script:
-        args = [
-            wrk_binary(),
-            f"-t{threads}",
-            f"-c{load.connections}",
-            f"-d{max(1, load.duration_s)}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{load.port}{load.path}",
-        ]
-        # wrk is the only child reaped while it runs, so the children's rusage delta is its own.
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await proc.communicate()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    args = [
+        wrk_binary(),
+        f"-t{threads}",
+        f"-c{load.connections}",
+        f"-d{max(1, load.duration_s)}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(_SCRIPT),
+        f"http://127.0.0.1:{load.port}{load.path}",
+    ]
+    # wrk is the only child reaped while it runs, so the children's rusage delta is its own.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await proc.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or not out_file.exists():
         raise WrkError(
             f"wrk failed (exit {proc.returncode}) after {time.monotonic() - started:.1f} s:\n"

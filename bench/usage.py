@@ -1,115 +1,16 @@
-"""The processes under test (``eventflow up|api|worker``, the ceiling app) and what they use."""
+"""What the processes under test use: CPU time, time waiting for a CPU, resident memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
-import psutil  # type: ignore[import-untyped]  # no stubs in the dev extras yet
+import psutil
 
-from eventflow.bench.client import request
-
-_STOP_TIMEOUT_S = 30.0
 _MB = 1024 * 1024
-
-
-def eventflow_command(subcommand: str) -> list[str]:
-    """The installed ``eventflow`` script of this interpreter, exactly as a user runs it."""
-    script = Path(sys.executable).with_name("eventflow")
-    if script.exists():
-        return [str(script), subcommand]
-    return [sys.executable, "-c", "from eventflow.cli import main; main()", subcommand]
-
-
-def ceiling_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "eventflow.bench.ceiling", str(port)]
-
-
-class ServerProcess:
-    """One child process with its output in a log file."""
-
-    def __init__(
-        self, role: str, args: list[str], env: dict[str, str], log_path: Path, port: int = 0
-    ) -> None:
-        self.role = role
-        self.args = args
-        self.env = env
-        self.log_path = log_path
-        self.port = port
-        self._proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError(f"{self.role} is not started")
-        return self._proc.pid
-
-    async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.args,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-
-    def _check_alive(self) -> None:
-        if self._proc is not None and self._proc.returncode is not None:
-            raise RuntimeError(
-                f"{self.role} exited with status {self._proc.returncode}:\n{self.log_tail()}"
-            )
-
-    async def wait_http(self, path: str = "/health", timeout_s: float = 60.0) -> None:
-        """Until ``path`` answers 2xx (the ceiling answers 202 to everything)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._check_alive()
-            with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-                reply = await request(self.port, "GET", path, timeout_s=2.0)
-                if 200 <= reply.status < 300:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.role} not ready in {timeout_s:.0f} s:\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.1)
-
-    async def wait_log(self, text: str, timeout_s: float = 60.0) -> None:
-        """Until the process has written ``text`` (a worker has no HTTP port to poll)."""
-        deadline = time.monotonic() + timeout_s
-        while text not in self.log_tail(1_000_000):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.role} not ready in {timeout_s:.0f} s:\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        """SIGTERM (a graceful shutdown), then SIGKILL if it takes too long."""
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(_STOP_TIMEOUT_S):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    def log_tail(self, limit: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
 
 
 def _machine_busy_s() -> float:

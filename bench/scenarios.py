@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from eventflow.bench.client import Account, post_json, register_and_login
-from eventflow.bench.database import BenchDatabase, percentile
-from eventflow.bench.load import Load, WrkResult, batch_body, run_wrk, single_body
-from eventflow.bench.processes import ServerProcess, UsageSampler, ceiling_command
-from eventflow.bench.report import RunResult
-from eventflow.bench.services import free_port
-from eventflow.bench.stack import Deployment, Stack
+from bench.client import Account, post_json, register_and_login
+from bench.database import BenchDatabase
+from bench.load import Load, WrkResult, batch_body, run_wrk, single_body
+from bench.report import RunResult
+from bench.stack import Deployment, Stack, ceiling_process
+from bench.usage import UsageSampler
 from eventflow.clock import now_ms
+from testkit import EventflowProcess, nearest_rank_percentile
 
 SINGLE_PATH = "/api/v1/events"
 BATCH_PATH = "/api/v1/events/batch"
@@ -79,12 +78,11 @@ def _errors(result: WrkResult) -> str:
 
 async def ceiling(ctx: Context) -> RunResult:
     """A raw ASGI app answering 202, measured with the same load as ingest-single."""
-    port = free_port()
-    log_path = ctx.workdir / "ceiling.log"
-    proc = ServerProcess("ceiling", ceiling_command(port), dict(os.environ), log_path, port)
-    await proc.start()
+    proc = ceiling_process(ctx.workdir / "ceiling.log")
+    port = proc.port
+    proc.start()
     try:
-        await proc.wait_http("/")
+        await asyncio.to_thread(proc.wait_ready)
         if ctx.options.warmup_s:
             ctx.say("warming up")
             warmup = replace(_load(ctx, port, None, batch=False), duration_s=ctx.options.warmup_s)
@@ -93,7 +91,7 @@ async def ceiling(ctx: Context) -> RunResult:
         async with UsageSampler({"ceiling": [proc.pid]}) as usage:
             result = await run_wrk(_load(ctx, port, None, batch=False), ctx.workdir / "wrk")
     finally:
-        await proc.stop()
+        await asyncio.to_thread(proc.stop)
     return RunResult(
         events_per_s=result.accepted_per_s,
         p50_ms=result.p50_ms,
@@ -219,7 +217,8 @@ async def end_to_end(ctx: Context, stack: Stack) -> RunResult:
         latencies = await dep.db.latencies_ms(paced.user_id)
     growth = _growth_per_s(depth)
     bounded = growth <= _BOUNDED_GROWTH * completed_per_s
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    p50 = nearest_rank_percentile(latencies, 50)
+    p99 = nearest_rank_percentile(latencies, 99)
     notes = (
         f"ingest {result.accepted_per_s:,.0f}/s; queue grows {growth:,.0f}/s, "
         f"{left:,} at end; latency at {paced_result.accepted_per_s:,.0f}/s "
@@ -278,7 +277,7 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
         queued = await _prefill(ctx, dep, account)
         await dep.stop(api)
         ctx.say(f"one worker draining {queued:,} events")
-        worker: ServerProcess = await dep.start("worker")
+        worker: EventflowProcess = await dep.start("worker")
         budget = 120.0 + queued / 1000
         async with UsageSampler({"worker": [worker.pid], **stack.service_pids()}) as usage:
             drained_after = await _wait_drained(dep.db, account.user_id, budget)

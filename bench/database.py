@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -91,12 +90,3 @@ class BenchDatabase:
         async with self._engine.connect() as conn:
             value = await conn.scalar(sa.select(sa.func.count()).select_from(events).where(*where))
             return int(value or 0)
-
-
-def percentile(values: list[int] | list[float], pct: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = min(len(ordered), max(1, math.ceil(pct / 100 * len(ordered))))
-    return float(ordered[rank - 1])

@@ -1,0 +1,1 @@
+"""EventFlow's benchmark (``make bench``): throwaway deployments driven by wrk."""

@@ -1,1 +1,0 @@
-"""The benchmark behind ``eventflow bench``: throwaway deployments driven by wrk."""

@@ -212,9 +212,11 @@ async def test_the_ingest_routes_serve_from_inside_the_app(make_settings: Settin
     factory = functools.partial(open_runtime, serve_api=True, run_worker=False)
     app = create_app(make_settings(), factory)
     async with (
-        LifespanManager(app) as manager,
+        LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://eventflow.test"
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://eventflow.test",
+            timeout=30,
         ) as client,
     ):
         headers = await signup(client)

@@ -12,12 +12,12 @@ no middleware of the app acts on, ahead of them all.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
-from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -35,14 +35,29 @@ log = logging.getLogger(__name__)
 # middleware: a 202 answers a request with credentials, so it is never stored either.
 _ACCEPTED_HEADERS = (*BASELINE_RAW, NO_STORE_RAW)
 _WANTED = frozenset(
-    {b"authorization", b"content-type", b"content-length", b"content-encoding", b"idempotency-key"}
+    {
+        b"authorization",
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"idempotency-key",
+        b"origin",
+    }
 )
 
 
-def acceptor(services: Services) -> Acceptor:
-    """What the ingest handler stores events with, built once per process by the lifespan."""
-    limiter = services.limiter if services.limiter.ingest_rule is not None else None
-    return Acceptor(services.writer, services.settings.max_payload_bytes, limiter)
+@dataclass(frozen=True, slots=True)
+class IngestState:
+    """What the ingest handler uses, kept on ``app.state.ingest`` by the lifespan."""
+
+    services: Services
+    acceptor: Acceptor
+
+    @classmethod
+    def of(cls, services: Services) -> IngestState:
+        limiter = services.limiter if services.limiter.ingest_rule is not None else None
+        acceptor = Acceptor(services.writer, services.settings.max_payload_bytes, limiter)
+        return cls(services, acceptor)
 
 
 class _Accepted(Response):
@@ -67,9 +82,12 @@ class IngestHandler:
         self._batch = batch
 
     async def __call__(self, request: Request) -> Response:
+        return await self.respond(request.app, request_headers(request.scope), request.receive)
+
+    async def respond(self, app: FastAPI, headers: dict[bytes, str], receive: Receive) -> Response:
+        """The answer to a request to ``app`` with ``headers`` (from ``request_headers``)."""
         try:
-            state: State = request.scope["app"].state
-            return _Accepted(await self._accept(state, request.scope, request.receive))
+            return _Accepted(await self._accept(app.state.ingest, headers, receive))
         except EventflowError as exc:
             return problems.from_error(exc)
         except Exception as exc:
@@ -79,12 +97,10 @@ class IngestHandler:
             log.exception("unhandled error in the ingest path")
             return problems.problem_response(500, "Internal error", "An unexpected error occurred")
 
-    async def _accept(self, state: State, scope: Scope, receive: Receive) -> dict[str, Any]:
-        services: Services = state.services
-        accept: Acceptor = state.acceptor
-        headers = {
-            name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED
-        }
+    async def _accept(
+        self, state: IngestState, headers: dict[bytes, str], receive: Receive
+    ) -> dict[str, Any]:
+        services, accept = state.services, state.acceptor
         session = services.tokens.from_header(headers.get(b"authorization"))
         user_id = session.user_id
         await ensure_access(services, user_id, session)
@@ -98,6 +114,11 @@ class IngestHandler:
         limit = accept.single_body_limit
         body = await read_limited(receive, length, limit, content_encoding=encoding)
         return await accept.event(user_id, content_type, headers.get(b"idempotency-key"), body)
+
+
+def request_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers the ingest handler reads, and ``origin``."""
+    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED}
 
 
 SINGLE = IngestHandler(batch=False)
@@ -140,19 +161,15 @@ class DirectIngest:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._handlers.get(scope["path"])
-            if handler is not None and not _has_origin(scope):
-                # What Starlette sets on its way in; the handler finds its state there.
-                scope["app"] = self.app
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
-                return
+            if handler is not None:
+                headers = request_headers(scope)
+                if b"origin" not in headers:
+                    response = await handler.respond(self.app, headers, receive)
+                    await response(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 
 def direct(app: FastAPI, routes: dict[str, IngestHandler]) -> ASGIApp:
     """``app`` behind ``DirectIngest`` for the routes named (route name: its handler)."""
     return DirectIngest(app, {app.url_path_for(name): handler for name, handler in routes.items()})
-
-
-def _has_origin(scope: Scope) -> bool:
-    return any(name == b"origin" for name, _ in scope["headers"])

@@ -22,6 +22,7 @@ _LAYERS = {
     "ingest": 2,
     "auth": 2,
     "api": 3,
+    "services": 3,
     "worker": 3,
     "runtime": 4,
     "cli": 5,

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import secrets
 from pathlib import Path
 from typing import Literal
 
-from limits import RateLimitItem, parse_many
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventflow.broker.keys import check_prefix
-from eventflow.errors import ConfigurationError
-from eventflow.private_files import create_once, private_dir, tighten
-
-_WEAK_SECRETS = frozenset(
-    {"secret", "changeme", "change-me", "changethis", "password", "jwt-secret", "eventflow"}
+from eventflow.config_checks import (
+    MIN_SECRET_LENGTH,
+    check_redis_prefix,
+    check_secret_strength,
+    kept_secret,
+    proxy_networks,
 )
-_MIN_SECRET_LENGTH = 32
+from eventflow.config_checks import (
+    parse_rate as parse_rate,
+)
+from eventflow.errors import ConfigurationError
 
 Mode = Literal["embedded", "postgres"]
 
@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     @field_validator("redis_prefix")
     @classmethod
     def _check_redis_prefix(cls, value: str) -> str:
-        check_prefix(value)
+        check_redis_prefix(value)
         return value
 
     @field_validator(
@@ -213,16 +213,16 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: str) -> str:
-        return ",".join(_proxy_networks(value))
+        return ",".join(proxy_networks(value))
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:
         if self.jwt_secret is not None:
-            _check_secret_strength(self.jwt_secret)
+            check_secret_strength(self.jwt_secret)
         elif self.mode == "postgres":
             raise ConfigurationError(
                 "EVENTFLOW_JWT_SECRET is required with PostgreSQL: set it to a random string "
-                f"of at least {_MIN_SECRET_LENGTH} characters "
+                f"of at least {MIN_SECRET_LENGTH} characters "
                 "(for example `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
         return self
@@ -279,82 +279,4 @@ class Settings(BaseSettings):
         """The signing secret; in embedded mode one is generated once and kept on disk."""
         if self.jwt_secret is not None:
             return self.jwt_secret
-        path = self.data_dir / "jwt_secret"
-        try:
-            private_dir(self.data_dir)
-            if not path.exists():
-                # Processes starting together each try; one file wins, and all read it.
-                create_once(path, secrets.token_urlsafe(48).encode())
-            tighten(path)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot keep the JWT secret in {path}: {exc.strerror or exc} "
-                "(or set EVENTFLOW_JWT_SECRET)"
-            ) from exc
-        return _read_secret(path)
-
-
-def parse_rate(name: str, value: str) -> RateLimitItem | None:
-    """A rate limit setting as the ``limits`` library reads it (``10/minute``, ``5/10 seconds``);
-    None when empty (no limit)."""
-    if not value.strip():
-        return None
-    try:
-        items = parse_many(value.strip())
-    except ValueError:
-        items = []
-    if len(items) != 1 or items[0].amount < 1:
-        raise ConfigurationError(
-            f"{name}={value!r} is not a rate limit: write COUNT/PERIOD, for example 10/minute, "
-            "100/hour or 5/10 seconds (or leave it empty for no limit)"
-        )
-    return items[0]
-
-
-def _proxy_networks(value: str) -> list[str]:
-    """Each trusted proxy in canonical form; uvicorn would silently ignore a malformed one."""
-    networks = []
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigurationError(
-                f"EVENTFLOW_TRUSTED_PROXIES: {entry!r} is not an IP address or a CIDR network "
-                "(for example 10.0.0.5 or 10.0.0.0/8)"
-            ) from None
-        single = network.prefixlen == network.max_prefixlen
-        networks.append(str(network.network_address) if single else str(network))
-    return networks
-
-
-def _read_secret(path: Path) -> str:
-    """The secret kept in ``path``, refused unless it is as long as EventFlow demands."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the JWT secret {path}: {exc.strerror}") from exc
-    try:
-        secret = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigurationError(_bad_secret_file(path, "is not UTF-8 text")) from None
-    if len(secret.encode()) < _MIN_SECRET_LENGTH:
-        raise ConfigurationError(_bad_secret_file(path, f"holds {len(secret.encode())} bytes"))
-    return secret
-
-
-def _bad_secret_file(path: Path, what: str) -> str:
-    return (
-        f"the JWT secret file {path} {what}; a secret needs at least {_MIN_SECRET_LENGTH} bytes "
-        "of text. Delete the file and a new secret is generated at the next start (everyone "
-        "signs in again), or set EVENTFLOW_JWT_SECRET"
-    )
-
-
-def _check_secret_strength(secret: str) -> None:
-    if secret.strip().lower() in _WEAK_SECRETS or len(secret) < _MIN_SECRET_LENGTH:
-        raise ConfigurationError(
-            f"EVENTFLOW_JWT_SECRET is too weak: use a random string of at least "
-            f"{_MIN_SECRET_LENGTH} characters"
-        )
+        return kept_secret(self.data_dir / "jwt_secret")

@@ -329,7 +329,7 @@ async def test_invalid_utf8_body_gets_400_problem(server: Server, body: bytes) -
     [
         (EVENTS, {}),
         ("/api/v1/events/batch", {}),
-        (EVENTS, {"Origin": "http://browser.example"}),  # the copy beneath CORS
+        (EVENTS, {"Origin": "http://browser.example"}),  # through the app, beneath CORS
         ("/api/v1/auth/register", {}),  # a FastAPI route
     ],
 )

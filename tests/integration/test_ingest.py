@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import httpx
+from asgi_lifespan import LifespanManager
 
+from eventflow.api.app import create_app
+from eventflow.runtime import open_runtime
 from tests.apiclient import running_app, send, signup
 from tests.conftest import SettingsFactory
 
@@ -170,6 +174,59 @@ async def test_browser_requests_get_cors_headers(make_settings: SettingsFactory)
         refused = await client.post(EVENTS, json={"type": "1"}, headers=browser)
         assert refused.status_code == 422
         assert refused.headers["access-control-allow-origin"] == origin
+        batch = await client.post(BATCH, json={"events": [{"type": "A"}]}, headers=browser)
+        assert batch.status_code == 202
+        assert batch.headers["access-control-allow-origin"] == origin
         server = await client.post(EVENTS, json={"type": "A"}, headers=headers)
         assert server.status_code == 202
         assert "access-control-allow-origin" not in server.headers
+
+
+async def test_browser_preflights_of_ingest_are_answered(make_settings: SettingsFactory) -> None:
+    origin = "http://dashboard.example"
+    async with running_app(make_settings(cors_origins=origin), run_worker=False) as client:
+        for path in (EVENTS, BATCH):
+            preflight = await client.options(
+                path,
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+                },
+            )
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == origin
+            assert "POST" in preflight.headers["access-control-allow-methods"]
+            allowed = preflight.headers["access-control-allow-headers"].lower()
+            assert "idempotency-key" in allowed
+        stranger = await client.options(
+            EVENTS,
+            headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert stranger.status_code == 400
+        assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_the_ingest_routes_serve_from_inside_the_app(make_settings: SettingsFactory) -> None:
+    # The server puts DirectIngest in front of the app; the routes answer on their own as well.
+    factory = functools.partial(open_runtime, serve_api=True, run_worker=False)
+    app = create_app(make_settings(), factory)
+    async with (
+        LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://eventflow.test",
+            timeout=30,
+        ) as client,
+    ):
+        headers = await signup(client)
+        one = await send(client, headers)
+        batch = await client.post(BATCH, json={"events": [{"type": "A"}] * 2}, headers=headers)
+        assert batch.status_code == 202, batch.text
+        assert batch.json()["accepted"] == 2
+        assert await _count(client, headers) == 3
+        detail = await client.get(f"{EVENTS}/{one['id']}", headers=headers)
+        assert detail.status_code == 200
+        refused = await client.post(EVENTS, json={"type": "1"}, headers=headers)
+        assert refused.status_code == 422
+        assert refused.headers["content-type"] == "application/problem+json"

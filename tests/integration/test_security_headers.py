@@ -1,5 +1,5 @@
 """Every answer of a real ``eventflow up`` carries the security headers, whichever layer sent it:
-the lean ingest path, FastAPI's routes and errors, the HTTP protocol's own refusals, the pages."""
+ingest past the middleware, FastAPI's routes and errors, the HTTP protocol's refusals, pages."""
 
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def _assert_problem(response: httpx.Response, status: int, slug: str | None) -> 
 def test_ingest_answers_carry_the_headers_on_both_paths(
     client: httpx.Client, server: Server, origin: str | None
 ) -> None:
-    # Without Origin the lean path in front of the app answers; with it, the copy inside.
+    # Without Origin DirectIngest hands the request to the route past the app's middleware;
+    # with it, the request goes through the app (CORS) to the same route.
     headers = {**server.auth, **({"Origin": origin} if origin else {})}
     accepted = client.post("/api/v1/events", json=EVENT, headers=headers)
     assert accepted.status_code == 202

@@ -54,3 +54,9 @@ def test_embedded_secret_is_generated_once(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert Settings(data_dir=tmp_path, jwt_secret=None).resolve_jwt_secret() == first
     assert (tmp_path / "jwt_secret").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("prefix", ["", "a:b", "{x}", "x" * 65])
+def test_unusable_redis_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="EVENTFLOW_REDIS_PREFIX"):
+        Settings(redis_prefix=prefix)

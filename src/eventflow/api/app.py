@@ -10,8 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from eventflow import __version__, dashboard
-from eventflow.api import docs, openapi, problem_types, problems
-from eventflow.api.fast_ingest import IngestFastPath
+from eventflow.api import docs, fast_ingest, openapi, problem_types, problems
 from eventflow.api.headers import SecurityHeaders
 from eventflow.api.routes import auth, events, health, stats, stream
 from eventflow.config import Settings
@@ -30,6 +29,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            app.state.ingest = fast_ingest.IngestState.of(services)
             yield
 
     app = FastAPI(
@@ -48,8 +48,6 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     problems.install(app)
-    # Added before CORS so that CORS, the outer layer, also covers the lean ingest path.
-    app.add_middleware(IngestFastPath, prefix=API_PREFIX)
     for module in (auth, events, stats, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)
@@ -65,14 +63,16 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
-    # The outermost of the app's middleware, so CORS preflights get the headers too. The lean
-    # ingest path in front of the app sets its own (fast_ingest.py, problems.py).
+    # The outermost of the app's middleware, so CORS preflights get the headers too. Ingest
+    # requests that DirectIngest takes past it set their own (fast_ingest.py, problems.py).
     app.add_middleware(SecurityHeaders, private_prefixes=(f"{API_PREFIX}/auth/",))
     openapi.install(app)
     return app
 
 
 def create_asgi_app(settings: Settings, open_services: ServicesFactory) -> ASGIApp:
-    """What the server runs: the API behind the outermost lean ingest path."""
+    """What the server runs: the API, its ingest routes also reached directly by servers."""
     app = create_app(settings, open_services)
-    return IngestFastPath(app, prefix=API_PREFIX, outermost=app)
+    return fast_ingest.direct(
+        app, {"ingest_one": fast_ingest.SINGLE, "ingest_batch": fast_ingest.BATCH}
+    )

@@ -1,19 +1,24 @@
-"""The lean path for ``POST /api/v1/events`` and ``/events/batch``, beneath FastAPI.
+"""Ingest (``POST /api/v1/events`` and ``/events/batch``): one lean handler, served as routes.
 
-FastAPI's routing, dependency and response machinery costs 60-75 µs a request; the ingest routes
-are where EventFlow's throughput is won, so this pure ASGI middleware answers them directly. It
-uses the same validation, the same writer and the same problem details as everything else
-(``ingest/accept.py``, which the documented FastAPI routes call too); the
-FastAPI routes remain the OpenAPI contract.
+FastAPI's dependency and response machinery costs 60-75 µs a request, and its middleware and
+router more; ingest is where EventFlow's throughput is won. So the two ingest routes are real
+FastAPI routes whose OpenAPI operations FastAPI generates from their endpoints' signatures and
+``responses``, but whose requests ``IngestRoute``'s lean handler serves: it reads the same
+inputs (token, headers, body) raw, and uses the same validation, writer and problem details as
+everything else (``ingest/accept.py``). ``DirectIngest`` hands that same handler the requests
+no middleware of the app acts on, ahead of them all.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventflow.api import problems
@@ -21,99 +26,14 @@ from eventflow.api.body import read_limited
 from eventflow.api.deps import ensure_access
 from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
 from eventflow.errors import EventflowError
-from eventflow.ingest.accept import accept_batch, accept_event, single_body_limit
+from eventflow.ingest.accept import Acceptor
 from eventflow.services import Services
 
 log = logging.getLogger(__name__)
 
-# What the app's SecurityHeaders middleware would add, set here since no middleware runs on
-# this path: a 202 answers a request with credentials, so it is never stored either.
+# What the app's SecurityHeaders middleware would add, set here since DirectIngest passes no
+# middleware: a 202 answers a request with credentials, so it is never stored either.
 _ACCEPTED_HEADERS = (*BASELINE_RAW, NO_STORE_RAW)
-
-
-class IngestFastPath:
-    """Serves the two ingest routes; hands every other request to the wrapped app.
-
-    It runs twice in the stack. Inside the FastAPI app (beneath CORS) it serves browsers. In
-    front of the whole app (``outermost=True``) it serves requests without an ``Origin``
-    header — servers sending events, the traffic that matters for throughput — before even
-    Starlette's and FastAPI's outer middleware; browser requests go on to the inner copy so
-    CORS still applies to them.
-    """
-
-    def __init__(
-        self, app: ASGIApp, prefix: str = "/api/v1", *, outermost: FastAPI | None = None
-    ) -> None:
-        self.app = app
-        self._single = prefix + "/events"
-        self._batch = prefix + "/events/batch"
-        self._outermost = outermost
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"].rstrip("/") if scope["path"] != "/" else "/"
-        if path != self._single and path != self._batch:
-            await self.app(scope, receive, send)
-            return
-        headers = _headers(scope)
-        if self._outermost is None:
-            services: Services = scope["app"].state.services
-        elif b"origin" in headers:
-            await self.app(scope, receive, send)
-            return
-        else:
-            services = self._outermost.state.services
-        try:
-            result = await self._handle(services, headers, receive, path == self._batch)
-        except EventflowError as exc:
-            await problems.from_error(exc)(scope, receive, send)
-            return
-        except Exception as exc:
-            if problems.is_outage(exc):
-                log.warning("dependency unreachable: %r", exc)
-                await problems.outage_response()(scope, receive, send)
-                return
-            log.exception("unhandled error in the ingest path")
-            response = problems.problem_response(
-                500, "Internal error", "An unexpected error occurred"
-            )
-            await response(scope, receive, send)
-            return
-        body = orjson.dumps(result)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 202,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *_ACCEPTED_HEADERS,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def _handle(
-        self, services: Services, headers: dict[bytes, str], receive: Receive, batch: bool
-    ) -> dict[str, Any]:
-        session = services.tokens.from_header(headers.get(b"authorization"))
-        user_id = session.user_id
-        await ensure_access(services, user_id, session)
-        content_type = headers.get(b"content-type")
-        length = headers.get(b"content-length")
-        encoding = headers.get(b"content-encoding")
-        if batch:
-            limit = services.settings.max_batch_bytes
-            body = await read_limited(receive, length, limit, content_encoding=encoding)
-            return await accept_batch(services, user_id, content_type, body)
-        limit = single_body_limit(services)
-        body = await read_limited(receive, length, limit, content_encoding=encoding)
-        key = headers.get(b"idempotency-key")
-        return await accept_event(services, user_id, content_type, key, body)
-
-
 _WANTED = frozenset(
     {
         b"authorization",
@@ -126,5 +46,130 @@ _WANTED = frozenset(
 )
 
 
-def _headers(scope: Scope) -> dict[bytes, str]:
+@dataclass(frozen=True, slots=True)
+class IngestState:
+    """What the ingest handler uses, kept on ``app.state.ingest`` by the lifespan."""
+
+    services: Services
+    acceptor: Acceptor
+
+    @classmethod
+    def of(cls, services: Services) -> IngestState:
+        limiter = services.limiter if services.limiter.ingest_rule is not None else None
+        acceptor = Acceptor(services.writer, services.settings.max_payload_bytes, limiter)
+        return cls(services, acceptor)
+
+
+class _Accepted(Response):
+    """The 202, its headers written once here rather than worked out by ``Response``."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.status_code = 202
+        self.background = None
+        self.body = body = orjson.dumps(result)
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *_ACCEPTED_HEADERS,
+        ]
+
+
+class IngestHandler:
+    """Answers one ingest request, every error included (nothing is left to the app's handlers,
+    which ``DirectIngest``'s requests never reach)."""
+
+    def __init__(self, *, batch: bool) -> None:
+        self._batch = batch
+
+    async def __call__(self, request: Request) -> Response:
+        return await self.respond(request.app, request_headers(request.scope), request.receive)
+
+    async def respond(self, app: FastAPI, headers: dict[bytes, str], receive: Receive) -> Response:
+        """The answer to a request to ``app`` with ``headers`` (from ``request_headers``)."""
+        try:
+            return _Accepted(await self._accept(app.state.ingest, headers, receive))
+        except EventflowError as exc:
+            return problems.from_error(exc)
+        except Exception as exc:
+            if problems.is_outage(exc):
+                log.warning("dependency unreachable: %r", exc)
+                return problems.outage_response()
+            log.exception("unhandled error in the ingest path")
+            return problems.problem_response(500, "Internal error", "An unexpected error occurred")
+
+    async def _accept(
+        self, state: IngestState, headers: dict[bytes, str], receive: Receive
+    ) -> dict[str, Any]:
+        services, accept = state.services, state.acceptor
+        session = services.tokens.from_header(headers.get(b"authorization"))
+        user_id = session.user_id
+        await ensure_access(services, user_id, session)
+        content_type = headers.get(b"content-type")
+        length = headers.get(b"content-length")
+        encoding = headers.get(b"content-encoding")
+        if self._batch:
+            limit = services.settings.max_batch_bytes
+            body = await read_limited(receive, length, limit, content_encoding=encoding)
+            return await accept.batch(user_id, content_type, body)
+        limit = accept.single_body_limit
+        body = await read_limited(receive, length, limit, content_encoding=encoding)
+        return await accept.event(user_id, content_type, headers.get(b"idempotency-key"), body)
+
+
+def request_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers the ingest handler reads, and ``origin``."""
     return {name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED}
+
+
+SINGLE = IngestHandler(batch=False)
+BATCH = IngestHandler(batch=True)
+
+
+class IngestRoute(APIRoute):
+    """A route whose OpenAPI operation FastAPI generates from the endpoint, served by ``SINGLE``.
+
+    The endpoint's parameters declare what the request carries (the body's model, headers, the
+    bearer token) for the document; the handler reads them raw, and FastAPI never calls it.
+    """
+
+    handler = SINGLE
+
+    def get_route_handler(self) -> IngestHandler:
+        return self.handler
+
+
+class BatchIngestRoute(IngestRoute):
+    """The same, served by ``BATCH``."""
+
+    handler = BATCH
+
+
+class DirectIngest:
+    """Sends ingest requests without an ``Origin`` header straight to their route's handler.
+
+    Those are servers sending events, the traffic that matters for throughput, and none of the
+    app's middleware acts on them: CORS only answers requests with ``Origin``, the handler sets
+    the security headers and answers every error itself. Requests from browsers (with
+    ``Origin``) and preflights go through the app, where CORS applies and the same routes
+    answer with the same handler.
+    """
+
+    def __init__(self, app: FastAPI, handlers: dict[str, IngestHandler]) -> None:
+        self.app = app
+        self._handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._handlers.get(scope["path"])
+            if handler is not None:
+                headers = request_headers(scope)
+                if b"origin" not in headers:
+                    response = await handler.respond(self.app, headers, receive)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def direct(app: FastAPI, routes: dict[str, IngestHandler]) -> ASGIApp:
+    """``app`` behind ``DirectIngest`` for the routes named (route name: its handler)."""
+    return DirectIngest(app, {app.url_path_for(name): handler for name, handler in routes.items()})

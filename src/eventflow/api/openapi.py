@@ -23,7 +23,6 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from eventflow.api.problems import PROBLEM_JSON
-from eventflow.ingest.validation import BATCH_IN, EVENT_IN
 
 
 class ProblemItem(BaseModel):
@@ -74,13 +73,6 @@ _RATE_LIMIT_HEADERS = {
     "RateLimit-Remaining": {"description": "What is left of it", "schema": _SECONDS},
     "RateLimit-Reset": {"description": "Seconds until there is room again", "schema": _SECONDS},
 }
-_LINKS = {
-    # The events a client created are what the event routes act on: these links let a
-    # reader (and schemathesis's stateful phase) follow one from creation to detail and replay.
-    ("/api/v1/events", "post"): "$response.body#/id",
-    ("/api/v1/events/batch", "post"): "$response.body#/events/0/id",
-}
-_LINK_TARGETS = {"GetEvent": "get_event", "RetryEvent": "retry_event"}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -105,10 +97,9 @@ def _builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             _add_models(schema)
-            for path, operations in schema["paths"].items():
-                for method, operation in operations.items():
+            for operations in schema["paths"].values():
+                for operation in operations.values():
                     _complete(operation)
-                    _link(path, method, operation)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -116,12 +107,8 @@ def _builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def _add_models(schema: dict[str, Any]) -> None:
-    """The bodies the ingest routes read raw (one fast validation path), and ``Problem``."""
+    """``Problem``, the body of every error."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for name, adapter in (("EventIn", EVENT_IN), ("BatchIn", BATCH_IN)):
-        model_schema = adapter.json_schema(ref_template=_SCHEMA_REF)
-        components.update(model_schema.pop("$defs", {}))
-        components[name] = model_schema
     problem = Problem.model_json_schema(ref_template=_SCHEMA_REF)
     components.update(problem.pop("$defs", {}))
     components["Problem"] = problem
@@ -153,12 +140,3 @@ def _complete(operation: dict[str, Any]) -> None:
 def _is_automatic_422(response: dict[str, Any]) -> bool:
     content = response.get("content", {}).get("application/json", {})
     return bool(content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"))
-
-
-def _link(path: str, method: str, operation: dict[str, Any]) -> None:
-    expression = _LINKS.get((path, method))
-    if expression is not None:
-        operation["responses"]["202"]["links"] = {
-            name: {"operationId": target, "parameters": {"event_id": expression}}
-            for name, target in _LINK_TARGETS.items()
-        }

@@ -8,10 +8,9 @@ partitions over the cluster's shards while keeping each partition's keys togethe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from eventflow.errors import ConfigurationError
+from eventflow.config_checks import check_redis_prefix
 
 #: The consumer group every worker joins; a group name lives inside the stream, it is not a key.
 GROUP = "workers"
@@ -19,10 +18,6 @@ GROUP = "workers"
 #: every ready event of one group commit (up to ``IDS_PER_ENTRY``), not one entry per event.
 IDS_FIELD = "ids"
 IDS_PER_ENTRY = 500
-
-# ":" is reserved as the separator inside keys and tags, so "{a:1}" (partition 1 of "a") can
-# never be the tag of a deployment named "a:1"; braces would break the hash tag.
-_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +28,7 @@ class RedisKeys:
     partition: int = 0
 
     def __post_init__(self) -> None:
-        check_prefix(self.prefix)
+        check_redis_prefix(self.prefix)
         if self.partition < 0:
             raise ValueError(f"partition must be >= 0, not {self.partition}")
 
@@ -69,15 +64,6 @@ class RedisKeys:
         return RedisKeys(self.prefix, partition)
 
 
-def check_prefix(prefix: str) -> None:
-    """Refuse prefixes that would break the hash tag or collide with another's partitions."""
-    if not _PREFIX.fullmatch(prefix):
-        raise ConfigurationError(
-            f"EVENTFLOW_REDIS_PREFIX={prefix!r} is not usable: use 1 to 64 letters, digits, "
-            "'_', '.' or '-'"
-        )
-
-
 def rate_limit_prefix(prefix: str) -> str:
     """What the ``limits`` library puts before each of its keys: ``<prefix>:ratelimit:…``.
 
@@ -85,5 +71,5 @@ def rate_limit_prefix(prefix: str) -> str:
     tags the two keys of one sliding window itself), so on a cluster they spread over the shards
     instead of crowding the stream's. A prefix holds no ``:``, so no two deployments share them.
     """
-    check_prefix(prefix)
+    check_redis_prefix(prefix)
     return f"{prefix}:ratelimit"

@@ -1,53 +1,76 @@
 """Accepting events: validate, store through the group-commit writer, shape the 202 body.
 
-Shared by the lean ASGI path and the documented FastAPI routes, so there is one behaviour. The
-per-user rate limit is charged here too, after validation (only events that would be stored
-count, a batch counting each of its events) and before the writer; when no limit is set it
-costs one attribute test.
+The per-account rate limit is charged here, after validation (only events that would be stored
+count, a batch counting each of its events) and before the writer; with no limit set it costs
+one ``is None`` test.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from eventflow.clock import iso
+from eventflow.db.rows import StoredEvent
 from eventflow.ingest.validation import (
+    ValidEvent,
     check_idempotency_key,
     check_json_content_type,
     parse_batch,
     parse_event,
 )
-from eventflow.services import Services
 
+# Room for the envelope (type, delay, whitespace) around a payload of the largest size.
 _ENVELOPE_SLACK = 16 * 1024
 
 
-async def accept_event(
-    services: Services, user_id: str, content_type: str | None, key: str | None, body: bytes
-) -> dict[str, Any]:
-    check_json_content_type(content_type)
-    idempotency_key = check_idempotency_key(key)
-    event = parse_event(body, services.settings.max_payload_bytes)
-    if services.limiter.ingest_rule is not None:
-        await services.limiter.ingest(user_id, 1)
-    (stored,) = await services.writer.submit(user_id, [event], idempotency_key)
-    # Status is a StrEnum: the member is its text (orjson writes it as such), no .value needed.
-    return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
+class EventSink(Protocol):
+    """Where accepted events go: the group-commit writer."""
+
+    async def submit(
+        self, user_id: str, items: Sequence[ValidEvent], idempotency_key: str | None = None
+    ) -> Sequence[StoredEvent]: ...
 
 
-async def accept_batch(
-    services: Services, user_id: str, content_type: str | None, body: bytes
-) -> dict[str, Any]:
-    check_json_content_type(content_type)
-    events = parse_batch(body, services.settings.max_payload_bytes)
-    if services.limiter.ingest_rule is not None:
-        await services.limiter.ingest(user_id, len(events))
-    stored = await services.writer.submit(user_id, events)
-    return {
-        "accepted": len(stored),
-        "events": [{"id": s.id, "status": s.status} for s in stored],
-    }
+class IngestLimiter(Protocol):
+    """The per-account ingest limit; raises when ``events`` more would exceed it."""
+
+    async def ingest(self, user_id: str, events: int) -> None: ...
 
 
-def single_body_limit(services: Services) -> int:
-    return services.settings.max_payload_bytes + _ENVELOPE_SLACK
+@dataclass(frozen=True, slots=True)
+class Acceptor:
+    """Validates and stores events for an account; ``limiter`` is None when there is no limit."""
+
+    sink: EventSink
+    max_payload_bytes: int
+    limiter: IngestLimiter | None = None
+
+    @property
+    def single_body_limit(self) -> int:
+        """The largest body of one event: its payload at the limit, plus the envelope."""
+        return self.max_payload_bytes + _ENVELOPE_SLACK
+
+    async def event(
+        self, user_id: str, content_type: str | None, key: str | None, body: bytes
+    ) -> dict[str, Any]:
+        check_json_content_type(content_type)
+        idempotency_key = check_idempotency_key(key)
+        event = parse_event(body, self.max_payload_bytes)
+        if self.limiter is not None:
+            await self.limiter.ingest(user_id, 1)
+        (stored,) = await self.sink.submit(user_id, [event], idempotency_key)
+        # Status is a StrEnum: the member is its text (orjson writes it as such).
+        return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
+
+    async def batch(self, user_id: str, content_type: str | None, body: bytes) -> dict[str, Any]:
+        check_json_content_type(content_type)
+        events = parse_batch(body, self.max_payload_bytes)
+        if self.limiter is not None:
+            await self.limiter.ingest(user_id, len(events))
+        stored = await self.sink.submit(user_id, events)
+        return {
+            "accepted": len(stored),
+            "events": [{"id": s.id, "status": s.status} for s in stored],
+        }

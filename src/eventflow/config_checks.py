@@ -1,0 +1,112 @@
+"""Checks of setting values, shared by ``config.py`` and the modules that use the settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from pathlib import Path
+
+from limits import RateLimitItem, parse_many
+
+from eventflow.errors import ConfigurationError
+from eventflow.private_files import create_once, private_dir, tighten
+
+_WEAK_SECRETS = frozenset(
+    {"secret", "changeme", "change-me", "changethis", "password", "jwt-secret", "eventflow"}
+)
+MIN_SECRET_LENGTH = 32
+# ":" is reserved as the separator inside Redis keys and hash tags, so "{a:1}" (partition 1 of
+# "a") can never be the tag of a deployment named "a:1"; braces would break the hash tag.
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_redis_prefix(prefix: str) -> None:
+    """Refuse prefixes that would break the hash tag or collide with another's partitions."""
+    if not _REDIS_PREFIX.fullmatch(prefix):
+        raise ConfigurationError(
+            f"EVENTFLOW_REDIS_PREFIX={prefix!r} is not usable: use 1 to 64 letters, digits, "
+            "'_', '.' or '-'"
+        )
+
+
+def parse_rate(name: str, value: str) -> RateLimitItem | None:
+    """A rate limit setting as the ``limits`` library reads it (``10/minute``, ``5/10 seconds``);
+    None when empty (no limit)."""
+    if not value.strip():
+        return None
+    try:
+        items = parse_many(value.strip())
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ConfigurationError(
+            f"{name}={value!r} is not a rate limit: write COUNT/PERIOD, for example 10/minute, "
+            "100/hour or 5/10 seconds (or leave it empty for no limit)"
+        )
+    return items[0]
+
+
+def proxy_networks(value: str) -> list[str]:
+    """Each trusted proxy in canonical form; uvicorn would silently ignore a malformed one."""
+    networks = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"EVENTFLOW_TRUSTED_PROXIES: {entry!r} is not an IP address or a CIDR network "
+                "(for example 10.0.0.5 or 10.0.0.0/8)"
+            ) from None
+        single = network.prefixlen == network.max_prefixlen
+        networks.append(str(network.network_address) if single else str(network))
+    return networks
+
+
+def kept_secret(path: Path) -> str:
+    """The secret kept in ``path``, generated there once (its folder private) if missing."""
+    try:
+        private_dir(path.parent)
+        if not path.exists():
+            # Processes starting together each try; one file wins, and all read it.
+            create_once(path, secrets.token_urlsafe(48).encode())
+        tighten(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot keep the JWT secret in {path}: {exc.strerror or exc} "
+            "(or set EVENTFLOW_JWT_SECRET)"
+        ) from exc
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    """The secret kept in ``path``, refused unless it is as long as EventFlow demands."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the JWT secret {path}: {exc.strerror}") from exc
+    try:
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigurationError(_bad_secret_file(path, "is not UTF-8 text")) from None
+    if len(secret.encode()) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(_bad_secret_file(path, f"holds {len(secret.encode())} bytes"))
+    return secret
+
+
+def _bad_secret_file(path: Path, what: str) -> str:
+    return (
+        f"the JWT secret file {path} {what}; a secret needs at least {MIN_SECRET_LENGTH} bytes "
+        "of text. Delete the file and a new secret is generated at the next start (everyone "
+        "signs in again), or set EVENTFLOW_JWT_SECRET"
+    )
+
+
+def check_secret_strength(secret: str) -> None:
+    if secret.strip().lower() in _WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"EVENTFLOW_JWT_SECRET is too weak: use a random string of at least "
+            f"{MIN_SECRET_LENGTH} characters"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,3 +36,5 @@ class Services:
     streams: StreamAccess
     accounts: AccountStates
     revocations: RevocationRepository
+    #: Set when a graceful shutdown begins, so open event streams end at once (serve.py).
+    stopping: asyncio.Event

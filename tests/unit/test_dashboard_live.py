@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -41,16 +40,8 @@ class FakeFeed:
         self.series_seconds.append(last_second - first_second + 1)
         return Series(first_second, [1], [2], [3])
 
-    async def changes(
-        self,
-        user_id: str,
-        *,
-        after_id: str | None,
-        watched: Sequence[str],
-        finished_since_ms: int,
-        limit: int,
-    ) -> list[FeedRow]:
-        self.asked.append({"after_id": after_id, "watched": list(watched)})
+    async def changes(self, user_id: str, **query: Any) -> list[FeedRow]:
+        self.asked.append({"after_id": query["after_id"], "watched": list(query["watched"])})
         return self.rows
 
     async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]:

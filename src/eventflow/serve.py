@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -46,10 +46,14 @@ class ServingServer(uvicorn.Server):
 def make_server(settings: Settings, *, run_worker: bool) -> ServingServer:
     """A server for this process, its app and its shutdown notice."""
     stopping = asyncio.Event()
-    factory = functools.partial(
+    runtime = functools.partial(
         open_runtime, serve_api=True, run_worker=run_worker, tune_gc=True, stopping=stopping
     )
-    return ServingServer(_config(create_asgi_app(settings, factory), settings), stopping)
+    # The app is built when the server loads it: in one of several HTTP processes, only once
+    # uvicorn's health-check thread answers the supervisor, which kills a silent process.
+    app = functools.partial(create_asgi_app, settings, runtime)
+    # A factory where LimitedConfig's annotation says app: uvicorn takes either (factory=True).
+    return ServingServer(_config(cast(ASGIApp, app), settings, factory=True), stopping)
 
 
 def serve(settings: Settings, *, run_worker: bool) -> bool:
@@ -87,7 +91,8 @@ class _ServingProcess(Process):
     def target(self, sockets: list[socket.socket] | None = None) -> None:
         settings = Settings()
         logging.basicConfig(level=settings.log_level.upper())
-        # Built before uvicorn's health-check thread starts asking the server whether it started.
+        # Built before uvicorn's health-check thread starts asking the server whether it started;
+        # its app is not (make_server).
         self._serving = make_server(settings, run_worker=os.environ.get(_RUN_WORKER_ENV) == "1")
         super().target(sockets)
 

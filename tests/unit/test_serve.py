@@ -6,9 +6,10 @@ import asyncio
 import inspect
 
 import uvicorn
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from eventflow.serve import ServingServer, _Supervisor
+from eventflow.http_processes import Supervisor
+from eventflow.serve import ServingServer
 
 
 async def _app(scope: object, receive: object, send: object) -> None:
@@ -33,4 +34,12 @@ def test_every_place_uvicorn_starts_an_http_process_is_overridden() -> None:
     }
     assert starting == {"init_processes", "keep_subprocess_alive", "restart_all", "handle_ttin"}
     for name in starting:
-        assert getattr(_Supervisor, name) is not getattr(Multiprocess, name), name
+        assert getattr(Supervisor, name) is not getattr(Multiprocess, name), name
+
+
+def test_an_http_process_runs_as_uvicorn_runs_its_own() -> None:
+    """``ServingProcess.target`` and ``pong`` repeat uvicorn's with a server of EventFlow's."""
+    target = inspect.getsource(Process.target)
+    assert "threading.Thread(target=self.always_pong, daemon=True).start()" in target
+    assert target.rstrip().endswith("self.server.run(sockets)")
+    assert "self.child_conn.send(self.server.started)" in inspect.getsource(Process.pong)

@@ -102,10 +102,12 @@ async def open_runtime(
     serve_api: bool = True,
     run_worker: bool = False,
     tune_gc: bool = False,
+    stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[Services]:
     """Everything a process needs; ``run_worker`` adds a worker and a dispatcher.
 
-    ``tune_gc`` is for processes that own their interpreter (the CLI's), not for embedders.
+    ``tune_gc`` is for processes that own their interpreter (the CLI's), not for embedders;
+    ``stopping`` is the server's notice that a graceful shutdown began (serve.py).
     """
     async with AsyncExitStack() as stack:
         engine = create_engine(settings.effective_database_url)
@@ -175,4 +177,5 @@ async def open_runtime(
             streams=streams,
             accounts=accounts,
             revocations=stores.revocations,
+            stopping=stopping if stopping is not None else asyncio.Event(),
         )

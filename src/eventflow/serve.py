@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import signal
-from typing import Any
+import socket
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.supervisors import Multiprocess
 
 from eventflow.api.app import create_asgi_app
 from eventflow.config import Settings
+from eventflow.http_processes import RUN_WORKER_ENV, Supervisor
 from eventflow.http_protocol import HttpLimits, LimitedConfig
 from eventflow.runtime import open_runtime
 
 log = logging.getLogger(__name__)
 
-# Tells the processes uvicorn spawns whether they also run a worker (`up`) or not (`api`).
-_RUN_WORKER_ENV = "EVENTFLOW_INTERNAL_RUN_WORKER"
+
+class ServingServer(uvicorn.Server):
+    """uvicorn's server, telling the app (``Services.stopping``) when a graceful shutdown begins.
+
+    uvicorn waits for open responses before it stops and gives the application no notice
+    until they are done; an event stream never finishes by itself, so without ``stopping``
+    every open dashboard would hold a SIGTERM for the whole graceful timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.stopping.set()
+        await super().shutdown(sockets)
 
 
-def build_app(settings: Settings, *, run_worker: bool) -> ASGIApp:
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker, tune_gc=True)
-    return create_asgi_app(settings, factory)
-
-
-def app_from_environment() -> ASGIApp:
-    """The factory each of several HTTP processes calls: settings come from the environment."""
-    settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper())
-    return build_app(settings, run_worker=os.environ.get(_RUN_WORKER_ENV) == "1")
+def make_server(settings: Settings, *, run_worker: bool) -> ServingServer:
+    """A server for this process, its app and its shutdown notice."""
+    stopping = asyncio.Event()
+    runtime = functools.partial(
+        open_runtime, serve_api=True, run_worker=run_worker, tune_gc=True, stopping=stopping
+    )
+    # The app is built when the server loads it, in the process that serves it.
+    app = functools.partial(create_asgi_app, settings, runtime)
+    # A factory where LimitedConfig's annotation says app: uvicorn takes either (factory=True).
+    return ServingServer(_config(cast(ASGIApp, app), settings, factory=True), stopping)
 
 
 def serve(settings: Settings, *, run_worker: bool) -> bool:
@@ -43,7 +59,7 @@ def serve(settings: Settings, *, run_worker: bool) -> bool:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     if settings.http_workers == 1:
-        server = uvicorn.Server(_config(build_app(settings, run_worker=run_worker), settings))
+        server = make_server(settings, run_worker=run_worker)
         server.run()
         return server.started
     # Several processes accept on one socket, each with its own event loop (and, for `up`, its
@@ -52,14 +68,11 @@ def serve(settings: Settings, *, run_worker: bool) -> bool:
         value = getattr(settings, name)
         if value is not None:
             os.environ[f"EVENTFLOW_{name.upper()}"] = str(value)
-    os.environ[_RUN_WORKER_ENV] = "1" if run_worker else "0"
-    config = _config(
-        "eventflow.serve:app_from_environment",
-        settings,
-        factory=True,
-        workers=settings.http_workers,
-    )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    os.environ[RUN_WORKER_ENV] = "1" if run_worker else "0"
+    # The supervisor's config only binds the socket and counts processes (its app is never
+    # loaded): each process builds its own server and app (``http_processes.py``).
+    config = _config("eventflow.serve:make_server", settings, workers=settings.http_workers)
+    Supervisor(config, sockets=[config.bind_socket()]).run()
     return True
 
 

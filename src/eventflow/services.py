@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,3 +33,5 @@ class Services:
     streams: StreamAccess
     accounts: AccountStates
     revocations: SessionRevocations
+    #: Set when a graceful shutdown begins, so open event streams end at once (serve.py).
+    stopping: asyncio.Event

@@ -22,6 +22,7 @@ from eventflow.api.stream_access import MAX_STREAMS_PER_USER
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
 from testkit import EventflowProcess, free_port
+from eventflow.serve import ServingServer
 from tests.apiclient import send, signup
 from tests.conftest import TEST_SECRET, SettingsFactory
 
@@ -31,14 +32,15 @@ Frame = tuple[str, dict[str, Any]]
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, uvicorn.Server]]:
+async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, ServingServer]]:
     """The full app on a real socket (an in-process transport would buffer the stream)."""
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=True)
+    stopping = asyncio.Event()
+    factory = functools.partial(open_runtime, serve_api=True, run_worker=True, stopping=stopping)
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, factory), host="127.0.0.1", port=port, log_level="warning"
     )
-    server = uvicorn.Server(config)
+    server = ServingServer(config, stopping)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):
         while not server.started:
@@ -265,7 +267,7 @@ async def test_graceful_shutdown_ends_open_streams(make_settings: SettingsFactor
         ) as response:
             sse = Sse(response)
             await sse.until(lambda f: f[0] == "metrics")
-            # What uvicorn's SIGTERM handler does.
+            # What uvicorn's SIGTERM handler does; the server tells the app as it shuts down.
             server.should_exit = True
             started = time.monotonic()
             frames = await sse.until(lambda f: f[0] == "bye", within=5)
@@ -276,9 +278,11 @@ async def test_graceful_shutdown_ends_open_streams(make_settings: SettingsFactor
 
 
 @pytest.mark.slow
-def test_sigterm_is_not_held_by_an_open_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("http_workers", ["1", "2"])
+def test_sigterm_is_not_held_by_an_open_stream(tmp_path: Path, http_workers: str) -> None:
     env = {
         **os.environ,
+        "EVENTFLOW_HTTP_WORKERS": http_workers,
         "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
         "EVENTFLOW_JWT_SECRET": TEST_SECRET,
         "EVENTFLOW_LOG_LEVEL": "warning",

@@ -1,21 +1,27 @@
-"""Who may open the dashboard's stream: one-time tickets and the per-user cap on open streams."""
+"""What the dashboard's stream needs: one-time tickets, the per-user cap, the feed's queries."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from eventflow.auth.tickets import RedisSpentTickets, SpentTickets, StreamTickets
 from eventflow.broker.keys import RedisKeys
 from eventflow.config import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_STREAMS_PER_USER = 8
 #: An open stream renews its place this often. A place not renewed for SLOT_LEASE_MS (its
@@ -25,6 +31,10 @@ SLOT_RENEW_S = 5.0
 SLOT_LEASE_MS = 15_000
 _CONNECT_TIMEOUT_S = 1.0
 _SOCKET_TIMEOUT_S = 2.0
+#: The longest one tick's queries or one Redis call of a stream may take.
+CALL_BUDGET_S = 5.0
+_SHARED_STATE_ERRORS = (RedisError, SQLAlchemyError, OSError, TimeoutError)
+T = TypeVar("T")
 
 # Redis's clock, not the replicas': replicas whose clocks disagree still agree on which places
 # have lapsed. Scripts may call TIME before writing since Redis replicates their effects.
@@ -136,6 +146,50 @@ class RedisStreamSlots:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamPlace:
+    """One open stream's place under the per-user cap."""
+
+    slots: StreamSlots
+    user_id: str
+    stream_id: str
+
+    async def renew(self) -> None:
+        try:
+            await finish_even_if_cancelled(self.slots.renew(self.user_id, self.stream_id))
+        except _SHARED_STATE_ERRORS as exc:
+            # The stream goes on: it was admitted, and the next renewal may well succeed.
+            log.warning("stream: renewing its place failed: %s", exc)
+
+    async def release(self) -> None:
+        try:
+            await finish_even_if_cancelled(self.slots.release(self.user_id, self.stream_id))
+        except _SHARED_STATE_ERRORS as exc:
+            log.warning("stream: freeing its place failed (its lease will): %s", exc)
+
+
+async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
+    """``work`` (one tick's queries, a Redis call) run to its end within the budget, even if
+    the client leaves.
+
+    A client that goes away cancels the response; a query or command cancelled half-way makes
+    the driver tear its connection down instead of handing it back to the pool.
+    """
+
+    async def bounded() -> T:
+        async with asyncio.timeout(CALL_BUDGET_S):
+            return await work
+
+    task = asyncio.ensure_future(bounded())
+    task.add_done_callback(_retrieve_exception)
+    return await asyncio.shield(task)
+
+
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("stream call ended with %r", task.exception())
+
+
+@dataclass(frozen=True, slots=True)
 class StreamAccess:
     """Built once per process at start-up; shared by every stream request."""
 
@@ -163,8 +217,7 @@ async def open_stream_access(
     )
     try:
         keys = RedisKeys(settings.redis_prefix)
-        yield StreamAccess(
-            StreamTickets(secret, RedisSpentTickets(redis, keys)), RedisStreamSlots(redis, keys)
-        )
+        tickets = StreamTickets(secret, RedisSpentTickets(redis, keys))
+        yield StreamAccess(tickets, RedisStreamSlots(redis, keys))
     finally:
         await redis.aclose()

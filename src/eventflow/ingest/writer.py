@@ -6,8 +6,8 @@ publishes the ready hints in one call, and only then wakes the requests: a 202 a
 rows are committed.
 
 Backpressure: once a commit or a publish fails, the dependency is marked down and new events get
-503 at once (no request waits on a dead database or broker); a monitor probes it every
-``probe_interval_ms`` and lifts the mark when it answers again, so service resumes by itself.
+503 at once (no request waits on a dead database or broker); the dependency monitor
+(``dependency_monitor.py``) lifts the mark when it answers again, so service resumes by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eventflow.broker.base import Broker
@@ -23,6 +23,7 @@ from eventflow.clock import now_ms
 from eventflow.db.rows import NewEvent, Status, StoredEvent
 from eventflow.errors import ServiceUnavailable
 from eventflow.ids import new_id
+from eventflow.ingest.dependency_monitor import DependencyMonitor, Probe
 from eventflow.ingest.store import IngestStore
 from eventflow.ingest.validation import ValidEvent
 
@@ -52,11 +53,6 @@ class WriterLimits:
     depth_interval_ms: int = 1000
 
 
-Probe = Callable[[], Awaitable[object]]
-
-_PROBE_TIMEOUT_S = 1.0
-
-
 class GroupCommitWriter:
     def __init__(
         self,
@@ -69,30 +65,34 @@ class GroupCommitWriter:
         self._broker = broker
         self._limits = limits
         self._probe_database: Probe = database_probe or repo.queue_depth
-        #: Why the database or the broker is considered down (None: it is up).
-        self.database_down: str | None = None
-        self.broker_down: str | None = None
+        self.dependencies = DependencyMonitor(
+            self._probe_database,
+            broker,
+            probe_interval_ms=limits.probe_interval_ms,
+            depth_interval_ms=limits.depth_interval_ms,
+        )
         self._pending: deque[_Pending] = deque()
         self._waiting_events = 0
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(limits.commits_in_flight)
-        self._monitor: asyncio.Task[None] | None = None
         self._closing = False
-        self.queue_depth = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Event ids the broker holds undelivered, as last read by the dependency monitor."""
+        return self.dependencies.queue_depth
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="group-commit")
-        self._monitor = asyncio.create_task(self._monitor_loop(), name="dependency-monitor")
+        await self.dependencies.start()
 
     async def close(self) -> None:
         """Stop taking events; everything already submitted is still written."""
         self._closing = True
         self._wakeup.set()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            await asyncio.gather(self._monitor, return_exceptions=True)
+        await self.dependencies.close()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         await asyncio.gather(*self._writes, return_exceptions=True)
@@ -103,7 +103,9 @@ class GroupCommitWriter:
         """Store ``items`` for ``user_id``; returns once committed, in the same order."""
         if self._closing:
             raise ServiceUnavailable("EventFlow is shutting down; retry shortly", retry_after=2)
-        self._check_dependencies()
+        refusal = self.dependencies.refusal()
+        if refusal is not None:
+            raise refusal
         if self.queue_depth > self._limits.max_queue_depth:
             raise ServiceUnavailable(
                 f"The queue holds {self.queue_depth} events, above "
@@ -119,16 +121,6 @@ class GroupCommitWriter:
         # A client that disconnects cancels only this future of its own; the write that the
         # group shares runs in the writer's task and skips futures that are already done.
         return await pending.done
-
-    def _check_dependencies(self) -> None:
-        if self.database_down is not None:
-            raise self._database_error()
-        if self.broker_down is not None:
-            raise ServiceUnavailable(
-                f"The {self._broker.name} broker is unreachable ({self.broker_down}); "
-                "nothing was stored, retry",
-                retry_after=1,
-            )
 
     async def _flush_loop(self) -> None:
         while True:
@@ -169,22 +161,22 @@ class GroupCommitWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         rows = [e for p in batch for e in p.events]
-        if self.database_down is not None:
+        if self.dependencies.database_down is not None:
             # Requests queued before the failure was seen must not each wait for a timeout.
-            _fail(batch, self._database_error())
+            _fail(batch, self.dependencies.database_error())
             return
         try:
             async with asyncio.timeout(self._limits.commit_timeout_ms / 1000):
                 stored = await self._repo.insert_many(rows)
         except Exception as exc:  # any database failure becomes a 503 for every waiter
             log.warning("group commit of %d events failed: %r", len(rows), exc)
-            self.database_down = _reason(exc)
-            _fail(batch, self._database_error())
+            self.dependencies.database_failed(exc)
+            _fail(batch, self.dependencies.database_error())
             return
         ready = [s.id for s in stored if s.status is Status.QUEUED and not s.duplicate]
         # With the broker known to be down, waiting for another failure would only delay the
         # 202s of rows that are already safe; the dispatcher publishes their hints later.
-        if ready and self.broker_down is None:
+        if ready and self.dependencies.broker_down is None:
             await self.publish(ready)
         offset = 0
         for p in batch:
@@ -192,13 +184,6 @@ class GroupCommitWriter:
             offset += len(p.events)
             if not p.done.done():
                 p.done.set_result(part)
-
-    def _database_error(self) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            f"The database could not store the events ({self.database_down}); "
-            "nothing was stored, retry",
-            retry_after=1,
-        )
 
     async def publish(self, ready: list[str]) -> None:
         """Hand hints for committed events to the broker; never raises (the rows are safe)."""
@@ -213,67 +198,18 @@ class GroupCommitWriter:
                 await self._broker.publish(ready)
         except Exception as exc:
             log.warning("publishing %d hints failed (dispatcher will retry): %r", len(ready), exc)
-            self.broker_down = _reason(exc)
+            self.dependencies.broker_failed(exc)
             try:
                 await self._repo.forget_dispatch(ready)
             except Exception as forget_exc:
                 # Then the hints are re-published after EVENTFLOW_REDISPATCH_AFTER_MS instead.
                 log.debug("could not mark %d hints as lost: %r", len(ready), forget_exc)
 
-    async def _monitor_loop(self) -> None:
-        """Probe what is down until it answers; refresh the queue depth while all is well."""
-        interval = self._limits.probe_interval_ms / 1000
-        depth_every = max(1, round(self._limits.depth_interval_ms / self._limits.probe_interval_ms))
-        tick = 0
-        while True:
-            if self.database_down is not None and await _answers(self._probe_database):
-                log.warning("the database answers again; accepting events")
-                self.database_down = None
-            if self.broker_down is not None and await _answers(self._broker.ping):
-                log.warning("the %s broker answers again; accepting events", self._broker.name)
-                self.broker_down = None
-            if tick % depth_every == 0 and self.broker_down is None:
-                await self._refresh_depth()
-            tick += 1
-            await asyncio.sleep(interval)
-
-    async def _refresh_depth(self) -> None:
-        try:
-            async with asyncio.timeout(_PROBE_TIMEOUT_S):
-                self.queue_depth = await self._broker.depth()
-            return
-        except Exception as exc:
-            log.debug("queue depth unavailable: %r", exc)
-        # A broker whose depth lives in the database fails with it; only a failed ping of the
-        # broker itself marks the broker down.
-        try:
-            async with asyncio.timeout(_PROBE_TIMEOUT_S):
-                await self._broker.ping()
-        except Exception as exc:
-            log.warning("the %s broker is unreachable: %r", self._broker.name, exc)
-            self.broker_down = _reason(exc)
-
-
-async def _answers(probe: Probe) -> bool:
-    try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            await probe()
-    except Exception as exc:
-        log.debug("still unreachable: %r", exc)
-        return False
-    return True
-
 
 def _fail(batch: list[_Pending], error: ServiceUnavailable) -> None:
     for p in batch:
         if not p.done.done():
             p.done.set_exception(error)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return type(exc).__name__
 
 
 def _new_events(

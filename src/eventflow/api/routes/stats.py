@@ -5,42 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from eventflow.api.deps import ServicesDep, UserId
-from eventflow.api.schemas import Latency, StatsOut, Throughput
-from eventflow.db.rows import Status
+from eventflow.api.schemas import StatsOut
+from eventflow.api.statistics import summarize
 
 router = APIRouter(tags=["stats"])
-
-_WAITING = (Status.SCHEDULED, Status.QUEUED, Status.RETRYING, Status.PROCESSING)
-
-
-def percentile(sorted_values: list[int], q: float) -> int | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return None
-    rank = max(1, round(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @router.get("/stats", response_model=StatsOut)
 async def stats(services: ServicesDep, user_id: UserId) -> StatsOut:
     """Your events at a glance."""
-    counts = await services.reading.counts(user_id)
-    by_status = {s.value: counts.by_status.get(s.value, 0) for s in Status}
-    finished = by_status["completed"] + by_status["failed"]
-    latencies = counts.latencies_ms
-    return StatsOut(
-        counts=by_status,
-        total=sum(by_status.values()),
-        success_rate=round(by_status["completed"] / finished, 4) if finished else None,
-        throughput=Throughput(
-            ingested_per_sec=round(counts.ingested_last_minute / 60, 2),
-            completed_per_sec=round(counts.completed_last_minute / 60, 2),
-        ),
-        latency_ms=Latency(
-            p50=percentile(latencies, 0.50),
-            p95=percentile(latencies, 0.95),
-            p99=percentile(latencies, 0.99),
-            samples=len(latencies),
-        ),
-        queue_depth=sum(by_status[s.value] for s in _WAITING),
-    )
+    return summarize(await services.reading.counts(user_id))

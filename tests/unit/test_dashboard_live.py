@@ -1,0 +1,116 @@
+"""The live view: metrics every tick, and only the feed events that changed since the last."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from collections.abc import Sequence
+from typing import Any
+
+from eventflow.api.statistics import summarize
+from eventflow.dashboard.live import BACKFILL_S, LiveView
+from eventflow.db.feed import FeedRow, Series
+from eventflow.db.rows import Status, StatusCounts
+
+USER = "u"
+COUNTS = StatusCounts({"completed": 3, "failed": 1, "queued": 2}, 60, 30, [5, 10, 20])
+
+
+def row(n: int, status: Status = Status.QUEUED, updated_at: int = 1) -> FeedRow:
+    return FeedRow(
+        id=f"{n:032x}",
+        type="ORDER_CREATED",
+        status=status,
+        attempts=0,
+        preview="{}",
+        truncated=False,
+        last_error=None,
+        created_at=1,
+        updated_at=updated_at,
+        available_at=1,
+        completed_at=updated_at if status is Status.COMPLETED else None,
+    )
+
+
+class FakeFeed:
+    def __init__(self) -> None:
+        self.rows: list[FeedRow] = []
+        self.asked: list[dict[str, Any]] = []
+        self.series_seconds: list[int] = []
+
+    async def series(self, user_id: str, first_second: int, last_second: int) -> Series:
+        self.series_seconds.append(last_second - first_second + 1)
+        return Series(first_second, [1], [2], [3])
+
+    async def changes(
+        self,
+        user_id: str,
+        *,
+        after_id: str | None,
+        watched: Sequence[str],
+        finished_since_ms: int,
+        limit: int,
+    ) -> list[FeedRow]:
+        self.asked.append({"after_id": after_id, "watched": list(watched)})
+        return self.rows
+
+    async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]:
+        return [r for r in self.rows if not r.finished]
+
+    async def newest_id(self, user_id: str) -> str | None:
+        return max((r.id for r in self.rows), default=None)
+
+
+class FakeCounts:
+    async def counts(self, user_id: str) -> StatusCounts:
+        return COUNTS
+
+
+def view(feed: FakeFeed) -> LiveView:
+    return LiveView(feed, FakeCounts(), USER)
+
+
+async def test_the_first_metrics_carry_the_backfill_and_the_stats_numbers() -> None:
+    feed = FakeFeed()
+    ((event, data),) = await view(feed).start()
+    assert event == "metrics"
+    assert feed.series_seconds == [BACKFILL_S]
+    assert {k: v for k, v in data.items() if k not in ("t", "series")} == (
+        summarize(COUNTS).model_dump()
+    )
+    assert data["series"] == {
+        "start": data["series"]["start"],
+        "ingested": [1],
+        "completed": [2],
+        "failed": [3],
+    }
+
+
+async def test_a_tick_sends_only_events_that_changed() -> None:
+    feed = FakeFeed()
+    feed.rows = [row(1)]
+    live = view(feed)
+    await live.start()
+    # Known from the start (in flight): unchanged, so not sent.
+    updates = await live.tick()
+    assert [event for event, _ in updates] == ["metrics"]
+    feed.rows = [row(2), row(1)]
+    updates = await live.tick()
+    assert updates[1][0] == "feed"
+    assert [e["id"] for e in updates[1][1]["events"]] == [row(2).id]
+    feed.rows = [row(2), replace(row(1), status=Status.COMPLETED, updated_at=2)]
+    updates = await live.tick()
+    (item,) = updates[1][1]["events"]
+    assert (item["id"], item["status"]) == (row(1).id, "completed")
+
+
+async def test_events_in_flight_are_watched_until_they_finish() -> None:
+    feed = FakeFeed()
+    feed.rows = [row(1), row(2, Status.COMPLETED)]
+    live = view(feed)
+    await live.start()
+    await live.tick()
+    assert feed.asked[-1] == {"after_id": row(2).id, "watched": [row(1).id]}
+    feed.rows = [replace(row(1), status=Status.FAILED, updated_at=3)]
+    await live.tick()
+    await live.tick()
+    assert feed.asked[-1]["watched"] == []

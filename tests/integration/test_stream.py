@@ -21,8 +21,8 @@ from eventflow.api.app import create_app
 from eventflow.api.stream_access import MAX_STREAMS_PER_USER
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
-from testkit import EventflowProcess, free_port
 from eventflow.serve import ServingServer
+from testkit import EventflowProcess, free_port
 from tests.apiclient import send, signup
 from tests.conftest import TEST_SECRET, SettingsFactory
 

@@ -10,8 +10,8 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from eventflow.api.statistics import summarize
-from eventflow.clock import iso, now_ms
 from eventflow.api.stores import FeedReading
+from eventflow.clock import iso, now_ms
 from eventflow.db.feed import FeedRow
 from eventflow.db.rows import StatusCounts
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy.engine import make_url
 
 import testkit
+from eventflow.auth import passwords
 from eventflow.config import Settings
 
-pytest_plugins = ["tests.services_policy"]
+pytest_plugins = ["tests.services_policy", "tests.folder_times"]
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 
 SettingsFactory = Callable[..., Settings]
 
@@ -44,21 +51,82 @@ async def _admin(url: str) -> asyncpg.Connection:
     )
 
 
+async def _execute(url: str, *statements: str) -> None:
+    admin = await _admin(url)
+    try:
+        for statement in statements:
+            await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+def _database(url: str, name: str) -> str:
+    return str(make_url(url).set(database=name).render_as_string(hide_password=False))
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database migrated once per run by ``eventflow migrate``: the one every test clones.
+
+    Cloning it (``CREATE DATABASE … TEMPLATE``) copies files; migrating each test's database
+    from scratch ran Alembic and every migration again, once per test.
+    """
+    name = "tmpl_" + os.urandom(6).hex()
+    _in_own_loop(_execute(postgres_url, f'CREATE DATABASE "{name}"'))
+    migrated = subprocess.run(
+        [EVENTFLOW, "migrate"],
+        env={
+            **os.environ,
+            "EVENTFLOW_DATABASE_URL": _database(postgres_url, name),
+            "EVENTFLOW_DATA_DIR": str(tmp_path_factory.mktemp("template")),
+            "EVENTFLOW_JWT_SECRET": TEST_SECRET,
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    # No connection may stay open to a template while it is cloned: refuse them all.
+    _in_own_loop(
+        _execute(
+            postgres_url, f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false'
+        )
+    )
+    yield name
+    _in_own_loop(
+        _execute(
+            postgres_url,
+            f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false',
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        )
+    )
+
+
+def _in_own_loop(work: Coroutine[Any, Any, None]) -> None:
+    # Session fixtures are set up while a test's event loop (or Playwright's) owns this thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, work).result()
+
+
 @pytest.fixture
 async def fresh_postgres(postgres_url: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A new empty database on the session's server; dropped after the test."""
+    """A database of this test's own, dropped after it: migrated (a clone of the template), or
+    empty for tests marked ``empty_database`` (the tests of the migrations themselves)."""
     name = "t_" + os.urandom(6).hex()
-    admin = await _admin(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield str(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
-    admin = await _admin(postgres_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    if request.node.get_closest_marker("empty_database") is not None:
+        await _execute(postgres_url, f'CREATE DATABASE "{name}"')
+    else:
+        template: str = request.getfixturevalue("postgres_template")
+        await _execute(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _database(postgres_url, name)
+    await _execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# For tests of what only the database decides (validation, reads, accounts): the Redis broker
+# would add a run that proves nothing more. The broker's own behaviour keeps all three.
+each_database = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 
 
 @pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
@@ -85,9 +153,24 @@ def broker_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, s
     return {"redis_url": url, "redis_prefix": "t" + os.urandom(6).hex()}
 
 
+def _cheap_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at its cheapest in this process: an app started in-process hashes a decoy at
+    start and each sign-up twice, at 64 MiB and tens of milliseconds a hash by default.
+    ``tests/unit/test_passwords.py`` and the ``eventflow`` processes keep the real cost."""
+    monkeypatch.setattr(passwords, "PasswordHasher", _cheap_hasher)
+
+
 @pytest.fixture
 def make_settings(
-    database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
+    database_url: str | None,
+    broker_settings: dict[str, str],
+    tmp_path: Path,
+    cheap_password_hashes: None,
 ) -> SettingsFactory:
     """Settings for the parametrised backend; keyword arguments override fields."""
 

@@ -6,13 +6,18 @@ import asyncio
 import time
 
 import jwt
+import pytest
+from jwt.warnings import InsecureKeyLengthWarning
 
 from tests.apiclient import running_app, signup
-from tests.conftest import TEST_SECRET, SettingsFactory
+from tests.conftest import TEST_SECRET, SettingsFactory, each_database
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/auth/me"
+
+# Accounts live in the database; limits shared through Redis are test_rate_limits.py's.
+pytestmark = each_database
 
 
 async def test_register_login_me(make_settings: SettingsFactory) -> None:
@@ -38,12 +43,20 @@ async def test_register_login_me(make_settings: SettingsFactory) -> None:
 
 async def test_login_accepts_oauth2_form(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
-        await client.post(REGISTER, json={"email": "form@example.com", "password": "12345678"})
+        created = await client.post(
+            REGISTER, json={"email": "form@example.com", "password": "12345678"}
+        )
+        assert created.status_code == 201, created.text
         login = await client.post(
             LOGIN, data={"username": "form@example.com", "password": "12345678"}
         )
-        assert login.status_code == 200
-        assert login.json()["access_token"]
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        me = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200, me.text
+        assert me.json() == created.json()
+        # The token is what opened the door: without it the same request is refused.
+        assert (await client.get(ME)).status_code == 401
 
 
 async def test_duplicate_email_is_409_case_insensitive(make_settings: SettingsFactory) -> None:
@@ -104,7 +117,9 @@ async def test_tokens_are_verified_strictly(make_settings: SettingsFactory) -> N
         expired = jwt.encode({**claims, "exp": now - 10}, TEST_SECRET, "HS256")
         no_jti = jwt.encode({"sub": user_id, "iat": now, "exp": now + 60}, TEST_SECRET, "HS256")
         unsigned = jwt.encode(claims, None, algorithm="none")
-        hs512 = jwt.encode(claims, TEST_SECRET, "HS512")
+        # The server's own secret under another algorithm; PyJWT warns it is short for HS512.
+        with pytest.warns(InsecureKeyLengthWarning):
+            hs512 = jwt.encode(claims, TEST_SECRET, "HS512")
         for token in (forged, expired, no_jti, unsigned, hs512, "garbage", ""):
             response = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 401, token

@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 from eventflow.api.app import create_app
 from eventflow.runtime import open_runtime
 from tests.apiclient import running_app, send, signup
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, each_database
 
 EVENTS = "/api/v1/events"
 BATCH = "/api/v1/events/batch"
@@ -46,6 +46,7 @@ async def test_delayed_event_is_scheduled(make_settings: SettingsFactory) -> Non
         assert body["status"] == "scheduled"
 
 
+@each_database
 async def test_invalid_events_get_clear_4xx(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(max_payload_bytes=1024), run_worker=False) as client:
         headers = await signup(client)
@@ -154,6 +155,7 @@ async def test_idempotency_keys_are_per_user(make_settings: SettingsFactory) -> 
         assert a.json()["id"] != b.json()["id"]
 
 
+@each_database
 async def test_bad_idempotency_key_is_422(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         headers = await signup(client)

@@ -20,6 +20,9 @@ from tests.conftest import TEST_SECRET, SettingsFactory
 EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 T = TypeVar("T")
 
+# What the migrations build is the subject here: every database starts empty.
+pytestmark = pytest.mark.empty_database
+
 
 async def _tables(url: str) -> set[str]:
     engine = create_engine(url)

@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from eventflow.worker.retry import RetryPolicy
 from tests.apiclient import Json, event_status, running_app, send, signup, wait_for
 from tests.conftest import SettingsFactory
 
@@ -44,18 +45,32 @@ async def test_event_is_processed_by_the_default_handler(make_settings: Settings
 async def test_fail_test_is_dead_lettered_after_max_attempts(
     make_settings: SettingsFactory,
 ) -> None:
-    async with running_app(make_settings(max_attempts=3, retry_base_ms=50)) as client:
+    # The cap (60 ms, at most 72 with jitter) is below the second retry's uncapped delay (100 ms,
+    # at least 80): a policy that ignored it could not pass.
+    policy = RetryPolicy(max_attempts=3, base_ms=50, max_ms=60)
+    settings = make_settings(
+        max_attempts=policy.max_attempts,
+        retry_base_ms=policy.base_ms,
+        retry_max_ms=policy.max_ms,
+    )
+    async with running_app(settings) as client:
         headers = await signup(client)
         accepted = await send(client, headers, "FAIL_TEST")
         await _reaches(client, headers, accepted["id"], "failed", within=20)
         event = await _event(client, headers, accepted["id"])
         assert event["last_error"] == "Simulated failure"
         assert event["attempt_count"] == 3
-        assert [a["outcome"] for a in event["attempts"]] == ["retrying", "retrying", "failed"]
-        assert all(a["error"] == "Simulated failure" for a in event["attempts"])
-        # Backoff: each retry waited at least 80 % of base * 2^(n-1).
-        starts = [a["started_at"] for a in event["attempts"]]
-        assert starts == sorted(starts)
+        attempts = event["attempts"]
+        assert [a["outcome"] for a in attempts] == ["retrying", "retrying", "failed"]
+        assert all(a["error"] == "Simulated failure" for a in attempts)
+        # Backoff: retry n waited at least min(cap, base * 2^(n-1)) less the jitter.
+        for n, (earlier, later) in enumerate(itertools.pairwise(attempts), start=1):
+            lowest, _ = _backoff_bounds(policy, n)
+            assert _ms(later["started_at"]) - _ms(earlier["finished_at"]) >= lowest, attempts
+        # A dead letter keeps the time its last retry was due: the capped delay, not 2 * base.
+        lowest, highest = _backoff_bounds(policy, 2)
+        scheduled = _ms(event["available_at"]) - _ms(attempts[1]["finished_at"])
+        assert lowest <= scheduled <= highest, event
 
         replay = await client.post(f"{EVENTS}/{accepted['id']}/retry", headers=headers)
         assert replay.status_code == 202
@@ -83,10 +98,16 @@ async def test_backoff_spaces_the_attempts(make_settings: SettingsFactory) -> No
         assert gaps[1] >= 640
 
 
+def _backoff_bounds(policy: RetryPolicy, attempt: int) -> tuple[float, float]:
+    """The least and most milliseconds the policy may wait after failed ``attempt``."""
+    delay = min(policy.max_ms, policy.base_ms * 2 ** (attempt - 1))
+    return delay * (1 - policy.jitter), delay * (1 + policy.jitter)
+
+
 def _ms(iso_text: str) -> int:
     from datetime import datetime
 
-    return int(datetime.fromisoformat(iso_text).timestamp() * 1000)
+    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
 
 
 async def test_replay_completed_event_runs_again(make_settings: SettingsFactory) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tests.apiclient import running_app, send, signup, wait_for
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, each_database
 
 EVENTS = "/api/v1/events"
 
 
+@each_database
 async def test_list_is_newest_first_with_cursor_paging(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         headers = await signup(client)
@@ -29,6 +30,7 @@ async def test_list_is_newest_first_with_cursor_paging(make_settings: SettingsFa
         assert pages == 3
 
 
+@each_database
 async def test_list_filters(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(max_attempts=1)) as client:
         headers = await signup(client)
@@ -55,6 +57,7 @@ async def test_list_filters(make_settings: SettingsFactory) -> None:
         assert both.json()["items"] == []
 
 
+@each_database
 async def test_list_parameters_are_validated(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         headers = await signup(client)
@@ -75,6 +78,7 @@ async def test_list_parameters_are_validated(make_settings: SettingsFactory) -> 
             assert response.json()["detail"] == "cursor: not a cursor this API returned"
 
 
+@each_database
 async def test_stats(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(max_attempts=1)) as client:
         headers = await signup(client)
@@ -96,6 +100,7 @@ async def test_stats(make_settings: SettingsFactory) -> None:
         assert stats["latency_ms"]["p50"] is not None
 
 
+@each_database
 async def test_users_only_see_their_own_events(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(max_attempts=1)) as client:
         alice, bob = await signup(client), await signup(client)
@@ -118,6 +123,7 @@ async def test_users_only_see_their_own_events(make_settings: SettingsFactory) -
         ] == 1
 
 
+@each_database
 async def test_malformed_and_unknown_ids_are_404(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         headers = await signup(client)
@@ -127,6 +133,7 @@ async def test_malformed_and_unknown_ids_are_404(make_settings: SettingsFactory)
             assert response.headers["content-type"] == "application/problem+json"
 
 
+@each_database
 async def test_every_route_needs_a_token(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         some_id = "01900000-0000-7000-8000-000000000000"
@@ -156,6 +163,7 @@ async def test_health(make_settings: SettingsFactory) -> None:
             }
 
 
+@each_database
 async def test_unknown_routes_and_methods_are_problem_details(
     make_settings: SettingsFactory,
 ) -> None:
@@ -168,6 +176,7 @@ async def test_unknown_routes_and_methods_are_problem_details(
             assert {"type", "title", "status", "detail"} <= set(response.json())
 
 
+@each_database
 async def test_openapi_documents_every_endpoint(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         spec = (await client.get("/api/v1/openapi.json")).json()

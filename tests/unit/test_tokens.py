@@ -23,13 +23,53 @@ def test_issued_token_has_the_required_claims() -> None:
     assert verified == TokenClaims(USER, claims["jti"], claims["exp"], 3)
 
 
+class FakeClock:
+    """Seconds since the epoch that move only when a test says so."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_cached_token_is_refused_after_expiry() -> None:
-    service = TokenService(SECRET, 1)
+    clock = FakeClock()
+    service = TokenService(SECRET, 60, clock=clock)
     token = service.issue(USER).access_token
     assert service.verify(token).user_id == USER  # now cached
-    time.sleep(1.1)
+    clock.now += 59.9
+    assert service.verify(token).user_id == USER
+    clock.now += 0.1
     with pytest.raises(Unauthorized, match="expired"):
         service.verify(token)
+
+
+def test_expiry_is_checked_when_the_token_was_never_cached() -> None:
+    clock = FakeClock()
+    token = TokenService(SECRET, 60, clock=clock).issue(USER).access_token
+    clock.now += 60
+    with pytest.raises(Unauthorized, match="expired"):
+        TokenService(SECRET, 60, clock=clock).verify(token)
+
+
+def test_a_token_issued_in_the_future_is_refused() -> None:
+    clock = FakeClock()
+    token = TokenService(SECRET, 60, clock=clock).issue(USER).access_token
+    clock.now -= 1
+    with pytest.raises(Unauthorized, match="invalid"):
+        TokenService(SECRET, 60, clock=clock).verify(token)
+
+
+def test_the_real_clock_is_the_default() -> None:
+    now = int(time.time())
+    expired = jwt.encode({"sub": USER, "iat": now - 120, "exp": now - 60, "jti": "j"}, SECRET)
+    with pytest.raises(Unauthorized, match="expired"):
+        TokenService(SECRET, 60).verify(expired)
+    before = int(time.time())
+    issued = TokenService(SECRET, 60).issue(USER).access_token
+    after = int(time.time())
+    assert before <= jwt.decode(issued, SECRET, algorithms=["HS256"])["iat"] <= after
 
 
 def test_non_uuid_subject_is_refused() -> None:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jwt
 
 from eventflow.errors import Unauthorized
 from eventflow.ids import new_id, parse_id
 
+if TYPE_CHECKING:
+    from jwt.types import Options  # PyJWT 2.10+; older ones take the same plain dict
+
 _ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
+# PyJWT reads the system clock for ``exp`` and ``iat``; both are checked against the service's.
+_DECODE_OPTIONS: Options = {"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False}
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +52,24 @@ class TokenService:
     Whether a verified token was signed out since is ``AccountStates``'s question, asked after.
     """
 
-    def __init__(self, secret: str, ttl_seconds: int, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        secret: str,
+        ttl_seconds: int,
+        cache_size: int = 10_000,
+        clock: Clock = time.time,
+    ) -> None:
         self._secret = secret
         self._ttl = ttl_seconds
-        # The expiry again as a float: time.time() compares with a float several times faster
-        # than with an int, and this runs on every request.
+        #: Seconds since the epoch; tests pass one they move by hand.
+        self._clock = clock
+        # The expiry again as a float: the clock's float compares with a float several times
+        # faster than with an int, and this runs on every request.
         self._cache: OrderedDict[str, tuple[TokenClaims, float]] = OrderedDict()
         self._cache_size = cache_size
 
     def issue(self, user_id: str, generation: int = 0) -> IssuedToken:
-        now = int(time.time())
+        now = int(self._clock())
         claims = {
             "sub": user_id,
             "iat": now,
@@ -64,24 +81,23 @@ class TokenService:
 
     def verify(self, token: str) -> TokenClaims:
         """The token's claims; ``Unauthorized`` for anything but a valid, unexpired token."""
+        now = self._clock()
         cached = self._cache.get(token)
         if cached is not None:
             claims, expires = cached
-            if time.time() < expires:
+            if now < expires:
                 return claims
             del self._cache[token]
         try:
-            raw = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[_ALGORITHM],
-                options={"require": _REQUIRED_CLAIMS},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("The access token has expired; log in again") from exc
+            raw = jwt.decode(token, self._secret, algorithms=[_ALGORITHM], options=_DECODE_OPTIONS)
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is invalid") from exc
         claims = _claims(raw)
+        issued_at = raw["iat"]
+        if type(issued_at) is not int or issued_at > now:
+            raise Unauthorized("The access token is invalid")
+        if now >= claims.expires_at:
+            raise Unauthorized("The access token has expired; log in again")
         self._cache[token] = (claims, float(claims.expires_at))
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

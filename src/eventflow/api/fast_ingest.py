@@ -67,11 +67,7 @@ class _Accepted(Response):
         self.status_code = 202
         self.background = None
         self.body = body = orjson.dumps(result)
-        self.raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *_ACCEPTED_HEADERS,
-        ]
+        self.raw_headers = _accepted_headers(body)
 
 
 class IngestHandler:
@@ -82,20 +78,27 @@ class IngestHandler:
         self._batch = batch
 
     async def __call__(self, request: Request) -> Response:
-        return await self.respond(request.app, request_headers(request.scope), request.receive)
-
-    async def respond(self, app: FastAPI, headers: dict[bytes, str], receive: Receive) -> Response:
-        """The answer to a request to ``app`` with ``headers`` (from ``request_headers``)."""
+        """The route's handler: the answer to ``request``."""
+        headers = request_headers(request.scope)
         try:
-            return _Accepted(await self._accept(app.state.ingest, headers, receive))
-        except EventflowError as exc:
-            return problems.from_error(exc)
+            result = await self._accept(request.app.state.ingest, headers, request.receive)
         except Exception as exc:
-            if problems.is_outage(exc):
-                log.warning("dependency unreachable: %r", exc)
-                return problems.outage_response()
-            log.exception("unhandled error in the ingest path")
-            return problems.problem_response(500, "Internal error", "An unexpected error occurred")
+            return _refusal(exc)
+        return _Accepted(result)
+
+    async def serve(
+        self, app: FastAPI, headers: dict[bytes, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The same for ``DirectIngest``, the 202 sent without building a ``Response``."""
+        try:
+            result = await self._accept(app.state.ingest, headers, receive)
+        except Exception as exc:
+            await _refusal(exc)(scope, receive, send)
+            return
+        body = orjson.dumps(result)
+        start = {"type": "http.response.start", "status": 202, "headers": _accepted_headers(body)}
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
 
     async def _accept(
         self, state: IngestState, headers: dict[bytes, str], receive: Receive
@@ -116,8 +119,26 @@ class IngestHandler:
         return await accept.event(user_id, content_type, headers.get(b"idempotency-key"), body)
 
 
+def _accepted_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *_ACCEPTED_HEADERS,
+    ]
+
+
+def _refusal(exc: Exception) -> Response:
+    if isinstance(exc, EventflowError):
+        return problems.from_error(exc)
+    if problems.is_outage(exc):
+        log.warning("dependency unreachable: %r", exc)
+        return problems.outage_response()
+    log.exception("unhandled error in the ingest path", exc_info=exc)
+    return problems.problem_response(500, "Internal error", "An unexpected error occurred")
+
+
 def request_headers(scope: Scope) -> dict[bytes, str]:
-    """The headers the ingest handler reads, and ``origin``."""
+    """The headers the ingest handler reads, and ``origin`` (which DirectIngest checks)."""
     return {name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED}
 
 
@@ -164,8 +185,7 @@ class DirectIngest:
             if handler is not None:
                 headers = request_headers(scope)
                 if b"origin" not in headers:
-                    response = await handler.respond(self.app, headers, receive)
-                    await response(scope, receive, send)
+                    await handler.serve(self.app, headers, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 

@@ -239,22 +239,6 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'eventflow.db').resolve()}"
 
     @property
-    def effective_group_commit_ms(self) -> float:
-        if self.group_commit_ms is not None:
-            return self.group_commit_ms
-        # Measured with `make bench`: SQLite's single writer lock is shared with the
-        # in-process worker, so fewer, larger transactions win; PostgreSQL commits concurrently
-        # and a shorter window gives more throughput and a lower p50.
-        return 2.0 if self.mode == "embedded" else 0.5
-
-    @property
-    def effective_group_commits_in_flight(self) -> int:
-        if self.group_commits_in_flight is not None:
-            return self.group_commits_in_flight
-        # SQLite has one writer: a second transaction in flight would only queue for its lock.
-        return 1 if self.mode == "embedded" else 3
-
-    @property
     def effective_password_hash_concurrency(self) -> int:
         if self.password_hash_concurrency is not None:
             return self.password_hash_concurrency

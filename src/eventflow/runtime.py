@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +31,7 @@ from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: float) -> None:
@@ -58,6 +60,11 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
+
+
+def _either(setting: _T | None, default: _T) -> _T:
+    """A setting when it is set, else the database's default."""
+    return default if setting is None else setting
 
 
 def make_broker(settings: Settings, stores: Stores) -> Broker:
@@ -121,9 +128,11 @@ async def open_runtime(
             stores.ingest,
             broker,
             WriterLimits(
-                group_commit_ms=settings.effective_group_commit_ms,
+                group_commit_ms=_either(settings.group_commit_ms, stores.database.group_commit_ms),
                 group_commit_max=settings.group_commit_max,
-                commits_in_flight=settings.effective_group_commits_in_flight,
+                commits_in_flight=_either(
+                    settings.group_commits_in_flight, stores.database.group_commits_in_flight
+                ),
                 commit_timeout_ms=settings.commit_timeout_ms,
                 max_queue_depth=settings.max_queue_depth,
             ),

@@ -17,7 +17,14 @@ class Database(ABC):
     """One implementation per database (``sqlite/``, ``postgres/``), chosen by ``build_stores``.
 
     Everything else the stores run is Core SQL that SQLAlchemy compiles for either database.
+    The group-commit defaults are the database's too: ``EVENTFLOW_GROUP_COMMIT_MS`` and
+    ``EVENTFLOW_GROUP_COMMITS_IN_FLIGHT`` override them.
     """
+
+    #: How long the writer gathers requests into one transaction, by default.
+    group_commit_ms: float
+    #: Group commits the writer runs at once, by default.
+    group_commits_in_flight: int
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -43,7 +43,7 @@ class WriterLimits:
     group_commit_ms: float = 0.5
     group_commit_max: int = 2000
     #: Group commits in flight at once: the next group forms and is written while the previous
-    #: one is still committing (Settings.effective_group_commits_in_flight picks it per database).
+    #: one is still committing (the database picks the default).
     commits_in_flight: int = 3
     commit_timeout_ms: int = 1000
     max_queue_depth: int = 1_000_000

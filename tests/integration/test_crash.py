@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[Proc]:
-    """A healthy ``eventflow up``; SIGKILLed on the way out if it still runs."""
+    """A healthy ``eventflow up``; SIGKILLed on the way out if it still runs, with the HTTP
+    processes it spawned (killing it alone would leave them orphaned)."""
     proc = Proc("up", {**os.environ, **env}, log_path)
     if port is not None:
         proc.port = port
@@ -30,7 +32,13 @@ def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterato
         proc.wait_ready()
         yield proc
     finally:
+        children: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = psutil.Process(proc.pid).children(recursive=True)
         proc.kill()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def _env(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -72,6 +73,8 @@ class EventflowProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
+                # Its own process group, so that a kill reaches the HTTP processes it spawns.
+                start_new_session=True,
             )
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -107,9 +110,9 @@ class EventflowProcess:
         return self.popen.wait(timeout_s)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
+        """SIGKILL to the process and every process it started: no shutdown code runs."""
         if self.alive:
-            self.send_signal(signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
             self.wait(10)
 
     def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:

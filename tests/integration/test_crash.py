@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[EventflowProcess]:
-    """A healthy ``eventflow up``; SIGKILLed on the way out if it still runs."""
+    """A healthy ``eventflow up``; SIGKILLed on the way out (with the HTTP processes it
+    spawned) if it still runs."""
     proc = EventflowProcess("up", {**os.environ, **env}, log_path)
     if port is not None:
         proc.port = port

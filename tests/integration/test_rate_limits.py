@@ -143,7 +143,13 @@ async def test_forwarded_for_is_ignored_without_trusted_proxies_and_ingest_is_un
                     headers=_from(f"203.0.113.{n}"),
                 )
                 statuses.append(response.status_code)
-            assert statuses == [401] * (per_address - 1) + [429] * (11 - per_address)
+            # Honoured, each forged address would have its own count: all ten 401. Ignored, the
+            # socket's count, holding the sign-in above, runs out after five more; six when a
+            # minute boundary fell between the two (the sliding window weighs the previous
+            # minute's count by the part of it still inside the window).
+            refused = statuses.count(429)
+            assert refused in (11 - per_address, 10 - per_address), statuses
+            assert statuses == [401] * (10 - refused) + [429] * refused
             _assert_rate_limited(response, limit=per_address)
 
 

@@ -10,14 +10,13 @@ origin. The "Authorize" button uses the OAuth2 password flow: Swagger UI posts t
 from __future__ import annotations
 
 import html
-import os
 from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from starlette.responses import FileResponse, HTMLResponse, Response
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.responses import FileResponse, HTMLResponse
+
+from eventflow.dashboard.site import RevalidatedFiles
 
 DOCS_PATH = "/docs"
 VENDOR_PATH = DOCS_PATH + "/vendor"
@@ -47,19 +46,6 @@ _PAGE_HEADERS = {
 _ASSET_HEADERS = {"Cache-Control": "no-cache"}
 
 
-class _Vendored(StaticFiles):
-    def file_response(
-        self,
-        full_path: str | os.PathLike[str],
-        stat_result: os.stat_result,
-        scope: Scope,
-        status_code: int = 200,
-    ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers.update(_ASSET_HEADERS)
-        return response
-
-
 def swagger_ui_dir() -> Path:
     """Where ``fastapi-offline`` keeps ``swagger-ui-bundle.js`` and ``swagger-ui.css``."""
     return Path(str(files("fastapi_offline") / "static"))
@@ -84,7 +70,7 @@ def install(app: FastAPI, openapi_url: str) -> None:
         methods=["GET", "HEAD"],
         include_in_schema=False,
     )
-    app.mount(VENDOR_PATH, _Vendored(directory=swagger_ui_dir()), name="docs-vendor")
+    app.mount(VENDOR_PATH, RevalidatedFiles(directory=swagger_ui_dir()), name="docs-vendor")
 
 
 def _page(root: str, openapi_url: str, title: str) -> str:

@@ -58,7 +58,9 @@ async def index() -> Response:
     )
 
 
-class _Assets(StaticFiles):
+class RevalidatedFiles(StaticFiles):
+    """Static files a browser revalidates by ETag on every use, so an upgrade shows at once."""
+
     def file_response(
         self,
         full_path: str | os.PathLike[str],
@@ -73,4 +75,4 @@ class _Assets(StaticFiles):
 
 def assets() -> StaticFiles:
     """The app for ``ASSETS_PATH``: CSS, ES modules, config.js, vendored fonts and uPlot."""
-    return _Assets(directory=STATIC_DIR / "assets")
+    return RevalidatedFiles(directory=STATIC_DIR / "assets")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -108,43 +110,64 @@ async def test_signed_out_tokens_stay_refused_after_a_restart(
 async def test_sign_out_reaches_another_api_within_a_second(
     fresh_postgres: str, redis_url: str, tmp_path: Path
 ) -> None:
-    # Polled twice as often as by default: "within a second" keeps its margin on a busy machine.
-    with cluster(
-        fresh_postgres, redis_url, tmp_path, log_level="warning", account_poll_ms=250
-    ) as group:
-        procs = [group.spawn("api", {}, wait=False) for _ in range(2)]
-        for proc in procs:
-            proc.wait_ready()
-        async with (
-            httpx.AsyncClient(base_url=procs[0].url, timeout=10) as here,
-            httpx.AsyncClient(base_url=procs[1].url, timeout=10) as there,
-        ):
-            email = await _account(here)
-            token, kept = await _login(here, email), await _login(there, email)
-            # The other API has seen the account and cached the token: only its poll can tell.
-            assert (await _ingest(there, token), await _me(there, token)) == (202, 200)
+    async with _two_apis(fresh_postgres, redis_url, tmp_path) as (here, there):
+        email = await _account(here)
+        token, kept = await _login(here, email), await _login(there, email)
+        # The other API has seen the account and cached the token: only its poll can tell.
+        assert (await _ingest(there, token), await _me(there, token)) == (202, 200)
 
-            assert (await here.post(LOGOUT, headers=token)).status_code == 204
-            assert (await _ingest(here, token), await _me(here, token)) == (401, 401)
+        assert (await here.post(LOGOUT, headers=token)).status_code == 204
+        assert (await _ingest(here, token), await _me(here, token)) == (401, 401)
 
-            async def refused_there() -> bool:
-                return await _ingest(there, token) == 401
+        async def refused_there() -> bool:
+            return await _ingest(there, token) == 401
 
-            elapsed = await wait_for(refused_there, within=5, interval=0.02)
-            assert elapsed < 1.0, f"the other API took {elapsed:.2f} s"
-            assert await _me(there, token) == 401
-            for client in (here, there):
-                assert (await _ingest(client, kept), await _me(client, kept)) == (202, 200)
-        assert "Traceback" not in group.logs()
+        elapsed = await wait_for(refused_there, within=5, interval=0.02)
+        assert elapsed < 1.0, f"the other API took {elapsed:.2f} s"
+        assert await _me(there, token) == 401
+        for client in (here, there):
+            assert (await _ingest(client, kept), await _me(client, kept)) == (202, 200)
 
 
 @pytest.mark.slow
 async def test_sign_out_everywhere_reaches_another_api_and_spares_other_accounts(
     fresh_postgres: str, redis_url: str, tmp_path: Path
 ) -> None:
+    async with _two_apis(fresh_postgres, redis_url, tmp_path) as (here, there):
+        email = await _account(here)
+        tokens = [await _login(here, email), await _login(there, email)]
+        other = await signup(there)
+        for client in (here, there):
+            for headers in (*tokens, other):
+                assert await _ingest(client, headers) == 202
+
+        assert (await here.post(LOGOUT_ALL, headers=tokens[0])).status_code == 204
+        signed_out_at = time.monotonic()
+        for headers in tokens:
+            assert await _ingest(here, headers) == 401
+
+        async def all_refused_there() -> bool:
+            return [await _ingest(there, headers) for headers in tokens] == [401, 401]
+
+        await wait_for(all_refused_there, within=5, interval=0.02)
+        elapsed = time.monotonic() - signed_out_at
+        assert elapsed < 1.0, f"the other API took {elapsed:.2f} s"
+        # Another account is untouched, and the same account can sign in again anywhere.
+        fresh = await _login(there, email)
+        for client in (here, there):
+            assert await _ingest(client, other) == 202
+            assert (await _ingest(client, fresh), await _me(client, fresh)) == (202, 200)
+
+
+@asynccontextmanager
+async def _two_apis(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Clients of two ``eventflow api`` processes on one database and Redis; their logs must
+    hold no traceback afterwards."""
     # Polled twice as often as by default: "within a second" keeps its margin on a busy machine.
     with cluster(
-        fresh_postgres, redis_url, tmp_path, log_level="warning", account_poll_ms=250
+        database_url, redis_url, tmp_path, log_level="warning", account_poll_ms=250
     ) as group:
         procs = [group.spawn("api", {}, wait=False) for _ in range(2)]
         for proc in procs:
@@ -153,27 +176,5 @@ async def test_sign_out_everywhere_reaches_another_api_and_spares_other_accounts
             httpx.AsyncClient(base_url=procs[0].url, timeout=10) as here,
             httpx.AsyncClient(base_url=procs[1].url, timeout=10) as there,
         ):
-            email = await _account(here)
-            tokens = [await _login(here, email), await _login(there, email)]
-            other = await signup(there)
-            for client in (here, there):
-                for headers in (*tokens, other):
-                    assert await _ingest(client, headers) == 202
-
-            assert (await here.post(LOGOUT_ALL, headers=tokens[0])).status_code == 204
-            signed_out_at = time.monotonic()
-            for headers in tokens:
-                assert await _ingest(here, headers) == 401
-
-            async def all_refused_there() -> bool:
-                return [await _ingest(there, headers) for headers in tokens] == [401, 401]
-
-            await wait_for(all_refused_there, within=5, interval=0.02)
-            elapsed = time.monotonic() - signed_out_at
-            assert elapsed < 1.0, f"the other API took {elapsed:.2f} s"
-            # Another account is untouched, and the same account can sign in again anywhere.
-            fresh = await _login(there, email)
-            for client in (here, there):
-                assert await _ingest(client, other) == 202
-                assert (await _ingest(client, fresh), await _me(client, fresh)) == (202, 200)
+            yield here, there
         assert "Traceback" not in group.logs()

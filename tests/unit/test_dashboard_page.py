@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
-import pytest
 
-from eventflow.api.app import create_app
-from eventflow.config import Settings
 from eventflow.dashboard import STATIC_DIR
-from eventflow.services import Services
-from tests.conftest import TEST_SECRET
 
 ASSETS = STATIC_DIR / "assets"
 MODULES = sorted((ASSETS / "js").glob("*.js"))
-
-
-@asynccontextmanager
-async def _no_services(_: Settings) -> AsyncIterator[Services]:
-    raise AssertionError("the dashboard routes need no services")
-    yield  # pragma: no cover
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # The lifespan never runs: serving the page must not need a database.
-    app = create_app(Settings(jwt_secret=TEST_SECRET), _no_services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://eventflow.test") as c:
-        yield c
 
 
 def _csp(header: str) -> dict[str, str]:

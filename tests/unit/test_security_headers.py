@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from eventflow.api.app import create_app
 from eventflow.api.headers import DEFAULT_HTML_POLICY, SecurityHeaders
-from eventflow.config import Settings
-from eventflow.services import Services
-from tests.conftest import TEST_SECRET
 
 
 class Answers:
@@ -75,20 +68,6 @@ async def test_html_without_a_policy_gets_one_that_runs_nothing() -> None:
     own = [(b"content-security-policy", b"default-src 'self'")]
     kept = await _get(Answers(b"text/html", own))
     assert kept.headers.get_list("content-security-policy") == ["default-src 'self'"]
-
-
-@asynccontextmanager
-async def _no_services(_: Settings) -> AsyncIterator[Services]:
-    raise AssertionError("these routes need no services")
-    yield  # pragma: no cover
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(jwt_secret=TEST_SECRET), _no_services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://eventflow.test") as c:
-        yield c
 
 
 @pytest.mark.parametrize(

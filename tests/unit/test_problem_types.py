@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,10 +16,7 @@ import eventflow.http_protocol
 import eventflow.serve
 from eventflow.api.problem_types import PROBLEM_TYPES
 from eventflow.api.problems import problem_response
-from eventflow.config import Settings
 from eventflow.errors import EventflowError
-from eventflow.services import Services
-from tests.conftest import TEST_SECRET
 
 SOURCE = Path(eventflow.__file__).parent
 # Functions that take a slug as a positional argument, and its index.
@@ -86,20 +82,6 @@ def test_a_problem_type_is_a_path_on_this_server() -> None:
     assert bytes(problem.body).startswith(b'{"type":"/problems/validation"')
     plain = problem_response(404, "Not Found", "x")
     assert bytes(plain.body).startswith(b'{"type":"about:blank"')
-
-
-@asynccontextmanager
-async def _no_services(_: Settings) -> AsyncIterator[Services]:
-    raise AssertionError("problem pages need no services")
-    yield  # pragma: no cover
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = eventflow.api.app.create_app(Settings(jwt_secret=TEST_SECRET), _no_services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://eventflow.test") as c:
-        yield c
 
 
 @pytest.mark.parametrize("slug", sorted(PROBLEM_TYPES))

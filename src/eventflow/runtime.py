@@ -23,6 +23,7 @@ from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.stores import Stores, build_stores
+from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
@@ -180,6 +181,11 @@ async def open_runtime(
             feed=stores.feed,
             broker=broker,
             writer=writer,
+            acceptor=Acceptor(
+                writer,
+                settings.max_payload_bytes,
+                limiter if limiter.ingest_rule is not None else None,
+            ),
             tokens=TokenService(secret, settings.jwt_ttl_seconds),
             passwords=passwords,
             limiter=limiter,

@@ -15,6 +15,7 @@ from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.config import Settings
+from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.writer import GroupCommitWriter
 
 
@@ -27,6 +28,8 @@ class Services:
     feed: FeedReading
     broker: Broker
     writer: GroupCommitWriter
+    #: Validates and stores ingested events: the one ingest path's core (api/fast_ingest.py).
+    acceptor: Acceptor
     tokens: TokenService
     passwords: Passwords
     limiter: Limiter

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
-from eventflow.db.rows import Status
+from eventflow.db.rows import PageQuery, Status
 from eventflow.db.stores import build_stores
 from eventflow.ids import new_id
 
@@ -81,7 +81,7 @@ async def test_status_listings_use_the_partial_status_index(engine: AsyncEngine)
     user = new_id()
 
     def listing(status: Status) -> Callable[[], Awaitable[object]]:
-        return lambda: queries.page(user, limit=10, status=status)
+        return lambda: queries.page(user, PageQuery(limit=10, status=status))
 
     for status in (Status.FAILED, Status.RETRYING, Status.SCHEDULED):
         (plan,) = await _plans(engine, listing(status))

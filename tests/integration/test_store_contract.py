@@ -21,7 +21,7 @@ from eventflow.clock import now_ms
 from eventflow.db.engine import create_engine
 from eventflow.db.memory import MemoryEvents, MemoryUsers
 from eventflow.db.migrate import migrate
-from eventflow.db.rows import EventRow, NewEvent, Outcome, Status, UserRow
+from eventflow.db.rows import EventRow, FeedQuery, NewEvent, Outcome, Status, UserRow
 from eventflow.db.stores import build_stores
 from eventflow.db.upkeep import LOST_ERROR
 from eventflow.db.users import EmailTaken
@@ -245,7 +245,7 @@ async def test_the_feed_sees_new_running_and_finished_events(under: Under) -> No
     since = now_ms()
     await under.outcomes.record_outcomes("w1", [_outcome(older.id, 1, Status.COMPLETED)])
     changed = await under.feed.changes(
-        under.user_id, after_id=newer.id, watched=[], finished_since_ms=since, limit=10
+        under.user_id, FeedQuery(after_id=newer.id, watched=[], finished_since_ms=since, limit=10)
     )
     assert [(r.id, r.status, r.preview) for r in changed] == [
         (older.id, Status.COMPLETED, '{"n": 1}')

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from eventflow.api.statistics import summarize
 from eventflow.dashboard.live import BACKFILL_S, LiveView
 from eventflow.db.feed import FeedRow, Series
-from eventflow.db.rows import Status, StatusCounts
+from eventflow.db.rows import FeedQuery, Status, StatusCounts
 
 USER = "u"
 COUNTS = StatusCounts({"completed": 3, "failed": 1, "queued": 2}, 60, 30, [5, 10, 20])
@@ -41,16 +40,8 @@ class FakeFeed:
         self.series_seconds.append(last_second - first_second + 1)
         return Series(first_second, [1], [2], [3])
 
-    async def changes(
-        self,
-        user_id: str,
-        *,
-        after_id: str | None,
-        watched: Sequence[str],
-        finished_since_ms: int,
-        limit: int,
-    ) -> list[FeedRow]:
-        self.asked.append({"after_id": after_id, "watched": list(watched)})
+    async def changes(self, user_id: str, query: FeedQuery) -> list[FeedRow]:
+        self.asked.append({"after_id": query.after_id, "watched": list(query.watched)})
         return self.rows
 
     async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]:

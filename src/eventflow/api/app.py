@@ -29,7 +29,6 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            app.state.ingest = fast_ingest.IngestState.of(services)
             yield
 
     app = FastAPI(

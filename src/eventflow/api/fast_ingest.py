@@ -12,7 +12,6 @@ no middleware of the app acts on, ahead of them all.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,7 +25,6 @@ from eventflow.api.body import read_limited
 from eventflow.api.deps import ensure_access
 from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
 from eventflow.errors import EventflowError
-from eventflow.ingest.accept import Acceptor
 from eventflow.services import Services
 
 log = logging.getLogger(__name__)
@@ -44,20 +42,6 @@ _WANTED = frozenset(
         b"origin",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class IngestState:
-    """What the ingest handler uses, kept on ``app.state.ingest`` by the lifespan."""
-
-    services: Services
-    acceptor: Acceptor
-
-    @classmethod
-    def of(cls, services: Services) -> IngestState:
-        limiter = services.limiter if services.limiter.ingest_rule is not None else None
-        acceptor = Acceptor(services.writer, services.settings.max_payload_bytes, limiter)
-        return cls(services, acceptor)
 
 
 class _Accepted(Response):
@@ -81,7 +65,7 @@ class IngestHandler:
         """The route's handler: the answer to ``request``."""
         headers = request_headers(request.scope)
         try:
-            result = await self._accept(request.app.state.ingest, headers, request.receive)
+            result = await self._accept(request.app.state.services, headers, request.receive)
         except Exception as exc:
             return _refusal(exc)
         return _Accepted(result)
@@ -89,21 +73,18 @@ class IngestHandler:
     async def serve(
         self, app: FastAPI, headers: dict[bytes, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """The same for ``DirectIngest``, the 202 sent without building a ``Response``."""
+        """The same for ``DirectIngest``, which is not behind Starlette's request handling."""
         try:
-            result = await self._accept(app.state.ingest, headers, receive)
+            result = await self._accept(app.state.services, headers, receive)
         except Exception as exc:
             await _refusal(exc)(scope, receive, send)
             return
-        body = orjson.dumps(result)
-        start = {"type": "http.response.start", "status": 202, "headers": _accepted_headers(body)}
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
+        await _Accepted(result)(scope, receive, send)
 
     async def _accept(
-        self, state: IngestState, headers: dict[bytes, str], receive: Receive
+        self, services: Services, headers: dict[bytes, str], receive: Receive
     ) -> dict[str, Any]:
-        services, accept = state.services, state.acceptor
+        accept = services.acceptor
         session = services.tokens.from_header(headers.get(b"authorization"))
         user_id = session.user_id
         await ensure_access(services, user_id, session)

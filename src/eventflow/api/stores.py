@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from eventflow.db.feed import FeedRow, Series
-from eventflow.db.rows import AccountRow, AttemptRow, EventRow, Status, StatusCounts, UserRow
+from eventflow.db.rows import (
+    AccountRow,
+    AttemptRow,
+    EventRow,
+    FeedQuery,
+    PageQuery,
+    StatusCounts,
+    UserRow,
+)
 
 
 class EventReading(Protocol):
@@ -16,15 +24,7 @@ class EventReading(Protocol):
 
     async def attempts(self, event_id: str) -> list[AttemptRow]: ...
 
-    async def page(
-        self,
-        user_id: str,
-        *,
-        limit: int,
-        before_id: str | None = None,
-        status: Status | None = None,
-        type_: str | None = None,
-    ) -> tuple[list[EventRow], bool]: ...
+    async def page(self, user_id: str, query: PageQuery) -> tuple[list[EventRow], bool]: ...
 
     async def counts(self, user_id: str) -> StatusCounts: ...
 
@@ -38,15 +38,7 @@ class FeedReading(Protocol):
 
     async def series(self, user_id: str, first_second: int, last_second: int) -> Series: ...
 
-    async def changes(
-        self,
-        user_id: str,
-        *,
-        after_id: str | None,
-        watched: Sequence[str],
-        finished_since_ms: int,
-        limit: int,
-    ) -> list[FeedRow]: ...
+    async def changes(self, user_id: str, query: FeedQuery) -> list[FeedRow]: ...
 
     async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]: ...
 

@@ -13,7 +13,7 @@ from eventflow.api.statistics import summarize
 from eventflow.api.stores import FeedReading
 from eventflow.clock import iso, now_ms
 from eventflow.db.feed import FeedRow
-from eventflow.db.rows import StatusCounts
+from eventflow.db.rows import FeedQuery, StatusCounts
 
 #: Seconds of history the first metrics carry; later ticks carry the last few seconds.
 BACKFILL_S = 300
@@ -55,13 +55,9 @@ class LiveView:
     async def tick(self) -> list[Update]:
         """This second's metrics, and the feed's events that changed since the last tick."""
         started = now_ms()
-        rows = await self._feed.changes(
-            self._user_id,
-            after_id=self._cursor,
-            watched=list(self._watched),
-            finished_since_ms=self._last_tick_ms - _FINISHED_OVERLAP_MS,
-            limit=_FEED_LIMIT,
-        )
+        since = self._last_tick_ms - _FINISHED_OVERLAP_MS
+        query = FeedQuery(self._cursor, list(self._watched), since, _FEED_LIMIT)
+        rows = await self._feed.changes(self._user_id, query)
         self._last_tick_ms = started
         changed = [r for r in rows if self._sent.get(r.id) != r.version]
         self._remember(rows)

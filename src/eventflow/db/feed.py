@@ -7,14 +7,13 @@ which has no index: changes are found through ids, ``completed_at`` and the prim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventflow.db.database import Database
-from eventflow.db.rows import Status
+from eventflow.db.rows import FeedQuery, Status
 from eventflow.db.tables import events, status_is
 from eventflow.ids import uuid7_floor
 
@@ -115,15 +114,7 @@ class FeedStore:
                 target[int(second) - first_second] += int(n)
         return Series(first_second, ingested, completed, failed)
 
-    async def changes(
-        self,
-        user_id: str,
-        *,
-        after_id: str | None,
-        watched: Sequence[str],
-        finished_since_ms: int,
-        limit: int,
-    ) -> list[FeedRow]:
+    async def changes(self, user_id: str, query: FeedQuery) -> list[FeedRow]:
         """Rows a live feed may need to redraw, newest first, without duplicates.
 
         Three bounded lookups: events created after ``after_id`` (the newest ``limit``), the
@@ -131,24 +122,24 @@ class FeedStore:
         that finished since ``finished_since_ms`` (replays started elsewhere end up here).
         """
         created = sa.select(*_FEED_COLUMNS).where(events.c.user_id == user_id)
-        if after_id is not None:
-            created = created.where(events.c.id > after_id)
-        created = created.order_by(events.c.id.desc()).limit(limit)
+        if query.after_id is not None:
+            created = created.where(events.c.id > query.after_id)
+        created = created.order_by(events.c.id.desc()).limit(query.limit)
         finished = (
             sa.select(*_FEED_COLUMNS)
-            .where(events.c.user_id == user_id, events.c.completed_at >= finished_since_ms)
+            .where(events.c.user_id == user_id, events.c.completed_at >= query.finished_since_ms)
             .order_by(events.c.completed_at.desc())
-            .limit(limit)
+            .limit(query.limit)
         )
         found: dict[str, FeedRow] = {}
         async with self._db.read() as conn:
             found.update(await _rows(conn, created))
-            if watched:
+            if query.watched:
                 found.update(
                     await _rows(
                         conn,
                         sa.select(*_FEED_COLUMNS).where(
-                            events.c.user_id == user_id, events.c.id.in_(list(watched))
+                            events.c.user_id == user_id, events.c.id.in_(list(query.watched))
                         ),
                     )
                 )

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
-from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
+from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, PageQuery, Status, StatusCounts
 from eventflow.db.tables import attempts, events, status_is
 from eventflow.ids import uuid7_floor
 
@@ -53,27 +53,19 @@ class ReadingStore:
                 for r in rows
             ]
 
-    async def page(
-        self,
-        user_id: str,
-        *,
-        limit: int,
-        before_id: str | None = None,
-        status: Status | None = None,
-        type_: str | None = None,
-    ) -> tuple[list[EventRow], bool]:
+    async def page(self, user_id: str, query: PageQuery) -> tuple[list[EventRow], bool]:
         """Newest first; answers the rows and whether older ones exist."""
-        query = sa.select(events).where(events.c.user_id == user_id)
-        if before_id is not None:
-            query = query.where(events.c.id < before_id)
-        if status is not None:
-            query = query.where(status_is(status.value))
-        if type_ is not None:
-            query = query.where(events.c.type == type_)
-        query = query.order_by(events.c.id.desc()).limit(limit + 1)
+        select = sa.select(events).where(events.c.user_id == user_id)
+        if query.before_id is not None:
+            select = select.where(events.c.id < query.before_id)
+        if query.status is not None:
+            select = select.where(status_is(query.status.value))
+        if query.type is not None:
+            select = select.where(events.c.type == query.type)
+        select = select.order_by(events.c.id.desc()).limit(query.limit + 1)
         async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_event_row(r._mapping) for r in rows[:limit]], len(rows) > limit
+            rows = (await conn.execute(select)).all()
+        return [_event_row(r._mapping) for r in rows[: query.limit]], len(rows) > query.limit
 
     async def counts(self, user_id: str) -> StatusCounts:
         now = now_ms()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -130,6 +131,26 @@ class Outcome:
     result: str | None = None
     error: str | None = None
     retry_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """One page of a user's events, newest first: at most ``limit`` older than ``before_id``."""
+
+    limit: int
+    before_id: str | None = None
+    status: Status | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedQuery:
+    """What a live feed may need to redraw since its last look."""
+
+    after_id: str | None
+    watched: Sequence[str]
+    finished_since_ms: int
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from eventflow.db.database import Database
 from eventflow.db.erasure import EventErasure
 from eventflow.db.feed import FeedStore
 from eventflow.db.ingest import EventIngest
+from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.postgres.database import PostgresDatabase
 from eventflow.db.postgres.ingest import PostgresIngest
 from eventflow.db.postgres.outcomes import PostgresOutcomes
@@ -31,7 +32,7 @@ class Stores:
     database: Database
     ingest: EventIngest
     queue: QueueStore
-    outcomes: PostgresOutcomes | SqliteOutcomes
+    outcomes: EventOutcomes
     upkeep: UpkeepStore
     reading: ReadingStore
     feed: FeedStore
@@ -50,7 +51,7 @@ def build_stores(engine: AsyncEngine) -> Stores:
     """The stores for ``engine``'s database (SQLite or PostgreSQL)."""
     db: Database
     ingest: EventIngest
-    outcomes: PostgresOutcomes | SqliteOutcomes
+    outcomes: EventOutcomes
     if engine.dialect.name == "postgresql":
         db = PostgresDatabase(engine)
         ingest, outcomes = PostgresIngest(db), PostgresOutcomes(db)

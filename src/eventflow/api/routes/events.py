@@ -21,7 +21,7 @@ from eventflow.api.schemas import (
     StatusName,
 )
 from eventflow.clock import iso
-from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status
+from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, PageQuery, Status
 from eventflow.errors import BadRequest, Conflict, NotFound
 from eventflow.ids import parse_id
 from eventflow.ingest.validation import IDEMPOTENCY_KEY_PATTERN, TYPE_PATTERN, BatchIn, EventIn
@@ -110,13 +110,8 @@ async def list_events(
         before = parse_id(cursor)
         if before is None:
             raise BadRequest("cursor: not a cursor this API returned")
-    rows, more = await services.reading.page(
-        user_id,
-        limit=limit,
-        before_id=before,
-        status=Status(status) if status else None,
-        type_=type,
-    )
+    query = PageQuery(limit, before, Status(status) if status else None, type)
+    rows, more = await services.reading.page(user_id, query)
     return EventPage(
         items=[_summary(r) for r in rows], next_cursor=rows[-1].id if more and rows else None
     )

@@ -7,6 +7,7 @@ Each method makes the same state change as the SQL stores' statement of the same
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 
 from eventflow.clock import now_ms
 from eventflow.db.ingest import answers, first_by_key
@@ -16,6 +17,7 @@ from eventflow.db.rows import AttemptRow, ClaimedEvent, NewEvent, Outcome, Statu
 from eventflow.db.upkeep import LOST_ERROR
 
 _CLAIMABLE = (Status.QUEUED, Status.RETRYING)
+_NEW_EVENT_FIELDS = tuple(f.name for f in fields(NewEvent))
 
 
 class MemoryEvents(MemoryReading):
@@ -38,15 +40,8 @@ class MemoryEvents(MemoryReading):
             if e.idempotency_key is not None and (key in existing or first[key] is not e):
                 continue
             self._rows[e.id] = MemoryRow(
-                id=e.id,
-                user_id=e.user_id,
-                type=e.type,
-                payload=e.payload,
-                status=e.status,
-                available_at=e.available_at,
-                created_at=e.created_at,
+                **{name: getattr(e, name) for name in _NEW_EVENT_FIELDS},
                 updated_at=e.created_at,
-                idempotency_key=e.idempotency_key,
                 dispatched_at=e.created_at if e.status is Status.QUEUED else None,
             )
         return answers(new, first, {k: v for k, v in existing.items() if k in first})

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 from eventflow.db.feed import ERROR_CHARS, PREVIEW_CHARS, FeedRow, Series
 from eventflow.db.memory.rows import MemoryRow
-from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, Status, StatusCounts
+from eventflow.db.rows import (
+    REPLAYABLE,
+    AttemptRow,
+    EventRow,
+    FeedQuery,
+    PageQuery,
+    Status,
+    StatusCounts,
+)
 from eventflow.ids import uuid7_floor
 
 _IN_FLIGHT = (Status.SCHEDULED, Status.QUEUED, Status.PROCESSING, Status.RETRYING)
+_EVENT_ROW_FIELDS = tuple(f.name for f in fields(EventRow))
 
 
 class MemoryReading:
@@ -25,23 +35,15 @@ class MemoryReading:
         r = self._rows.get(event_id)
         return sorted(r.history, key=lambda a: a.number) if r is not None else []
 
-    async def page(
-        self,
-        user_id: str,
-        *,
-        limit: int,
-        before_id: str | None = None,
-        status: Status | None = None,
-        type_: str | None = None,
-    ) -> tuple[list[EventRow], bool]:
+    async def page(self, user_id: str, query: PageQuery) -> tuple[list[EventRow], bool]:
         rows = [
             r
             for r in self._newest(user_id)
-            if (before_id is None or r.id < before_id)
-            and (status is None or r.status is status)
-            and (type_ is None or r.type == type_)
+            if (query.before_id is None or r.id < query.before_id)
+            and (query.status is None or r.status is query.status)
+            and (query.type is None or r.type == query.type)
         ]
-        return [_event_row(r) for r in rows[:limit]], len(rows) > limit
+        return [_event_row(r) for r in rows[: query.limit]], len(rows) > query.limit
 
     async def counts(self, user_id: str) -> StatusCounts:
         now = self._clock()
@@ -95,23 +97,18 @@ class MemoryReading:
                 series.failed[done - first_second] += 1
         return series
 
-    async def changes(
-        self,
-        user_id: str,
-        *,
-        after_id: str | None,
-        watched: Sequence[str],
-        finished_since_ms: int,
-        limit: int,
-    ) -> list[FeedRow]:
+    async def changes(self, user_id: str, query: FeedQuery) -> list[FeedRow]:
         mine = self._newest(user_id)
-        created = [r for r in mine if after_id is None or r.id > after_id][:limit]
+        after, since, limit = query.after_id, query.finished_since_ms, query.limit
+        created = [r for r in mine if after is None or r.id > after][:limit]
         finished = sorted(
-            (r for r in mine if r.completed_at is not None and r.completed_at >= finished_since_ms),
+            (r for r in mine if r.completed_at is not None and r.completed_at >= since),
             key=lambda r: r.completed_at or 0,
             reverse=True,
         )[:limit]
-        found = {r.id: r for r in [*created, *(r for r in mine if r.id in watched), *finished]}
+        found = {
+            r.id: r for r in [*created, *(r for r in mine if r.id in query.watched), *finished]
+        }
         return [_feed_row(r) for r in sorted(found.values(), key=lambda r: r.id, reverse=True)]
 
     async def in_flight(self, user_id: str, per_status: int) -> list[FeedRow]:
@@ -132,22 +129,7 @@ class MemoryReading:
 
 
 def _event_row(r: MemoryRow) -> EventRow:
-    return EventRow(
-        id=r.id,
-        user_id=r.user_id,
-        type=r.type,
-        payload=r.payload,
-        status=r.status,
-        attempts=r.attempts,
-        available_at=r.available_at,
-        idempotency_key=r.idempotency_key,
-        result=r.result,
-        last_error=r.last_error,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-        started_at=r.started_at,
-        completed_at=r.completed_at,
-    )
+    return EventRow(**{name: getattr(r, name) for name in _EVENT_ROW_FIELDS})
 
 
 def _feed_row(r: MemoryRow) -> FeedRow:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eventflow.db.rows import AttemptRow, Status
+from eventflow.db.rows import AttemptRow, NewEvent
 
 
 @dataclass(slots=True)
-class MemoryRow:
-    """One row of the events table."""
+class MemoryRow(NewEvent):
+    """One row of the events table: the event as stored, and what processing made of it."""
 
-    id: str
-    user_id: str
-    type: str
-    payload: str
-    status: Status
-    available_at: int
-    created_at: int
-    updated_at: int
-    idempotency_key: str | None = None
+    updated_at: int = 0
     attempts: int = 0
     attempt_base: int = 0
     dispatched_at: int | None = None

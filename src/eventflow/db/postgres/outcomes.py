@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventflow.clock import now_ms
+from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.postgres.database import PostgresDatabase, driver_connection
 from eventflow.db.rows import Outcome
 
@@ -38,7 +39,7 @@ SELECT id, attempt, status, error, $9, started_at, finished_at FROM o
 """
 
 
-class PostgresOutcomes:
+class PostgresOutcomes(EventOutcomes):
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from eventflow.clock import now_ms
+from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.rows import Outcome, Status
 from eventflow.db.sqlite.database import SqliteDatabase
 from eventflow.db.tables import attempts, events
@@ -54,7 +55,7 @@ def _statements(owner: str, now: int) -> dict[Status, sa.Update]:
     }
 
 
-class SqliteOutcomes:
+class SqliteOutcomes(EventOutcomes):
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 

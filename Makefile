@@ -20,11 +20,14 @@ run: $(STAMP)
 deps:
 	@scripts/system-packages.sh
 
-## test: the whole suite on real SQLite, PostgreSQL, Redis and Chromium
+## test: the whole suite on real SQLite, PostgreSQL, Redis and Chromium, in TEST_WORKERS
+##       processes (2; TEST_WORKERS=0 runs it in this one)
+TEST_WORKERS ?= 2
 # deps first, so a machine without the packages stops in seconds, before the venv is built.
+# A test file runs whole in one process (--dist loadfile): its module fixtures start once.
 test: deps
 	$(MAKE) --no-print-directory $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## fuzz: the long schema fuzzing run (5,000+ cases a deployment, a fresh seed; see docs/testing.md)
 fuzz: deps

@@ -28,6 +28,22 @@ EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 SettingsFactory = Callable[..., Settings]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the files of browser and process-starting tests first.
+
+    ``--dist loadfile`` hands whole files to the workers in this order: the long ones started
+    first, the many short unit tests fill in at the end, and no worker is left running one
+    long file alone while the other waits.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(
+            key=lambda item: (
+                item.get_closest_marker("e2e") is None,
+                item.get_closest_marker("slow") is None,
+            )
+        )
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     with testkit.postgres_server() as url:

@@ -1,16 +1,11 @@
-"""The suite's wall time per test folder, printed at the end of every run."""
+"""The suite's time per test folder and its wall time, printed at the end of every run."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Generator
 
 import pytest
-
-# Folder -> seconds its tests took from setup to teardown, the fixtures they started included.
-_SPENT = pytest.StashKey[dict[str, float]]()
-_SESSION_START = pytest.StashKey[float]()
 
 
 def folder_of(nodeid: str) -> str:
@@ -20,29 +15,34 @@ def folder_of(nodeid: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else path
 
 
+class FolderTimes:
+    """Sums each folder's setup, call and teardown times from the test reports.
+
+    The reports reach the controlling process also when pytest-xdist runs the tests in several
+    workers; the folders' times then add up to more than the wall time.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._started = time.monotonic()
+        self._spent: dict[str, float] = defaultdict(float)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._spent[folder_of(report.nodeid)] += report.duration
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self._spent:
+            return
+        parallel = f" (tests in {self._workers} parallel workers)" if self._workers > 1 else ""
+        terminalreporter.write_sep("-", "time per folder" + parallel)
+        for folder in sorted(self._spent):
+            terminalreporter.write_line(f"{folder:<24} {self._spent[folder]:8.1f} s")
+        wall = time.monotonic() - self._started
+        terminalreporter.write_line(f"{'wall time':<24} {wall:8.1f} s")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_SPENT] = defaultdict(float)
-    config.stash[_SESSION_START] = time.monotonic()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
-    started = time.monotonic()
-    try:
-        return (yield)
-    finally:
-        item.config.stash[_SPENT][folder_of(item.nodeid)] += time.monotonic() - started
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    config = terminalreporter.config
-    spent = config.stash[_SPENT]
-    if not spent:
-        return
-    total = time.monotonic() - config.stash[_SESSION_START]
-    terminalreporter.write_sep("-", "wall time per folder")
-    for folder in sorted(spent):
-        terminalreporter.write_line(f"{folder:<24} {spent[folder]:8.1f} s")
-    outside = max(0.0, total - sum(spent.values()))
-    terminalreporter.write_line(f"{'collection and start-up':<24} {outside:8.1f} s")
-    terminalreporter.write_line(f"{'total':<24} {total:8.1f} s")
+    workers = getattr(config.option, "numprocesses", None)
+    config.pluginmanager.register(
+        FolderTimes(workers if isinstance(workers, int) else 1), "eventflow-folder-times"
+    )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from testkit import REPO_ROOT
+
 pytest_plugins = ["pytester"]
 
 NEEDS_REDIS = """
 import pytest
+
+from testkit import REPO_ROOT
 from testkit import require_service
 
 REDIS = "/nonexistent/redis-server"
@@ -82,3 +86,25 @@ def test_no_notice_when_nothing_is_missing(
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.OK
     assert "missing system packages" not in result.stdout.str()
+
+
+def test_under_ci_the_policy_holds_when_xdist_runs_the_tests_in_workers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    # The workers are new interpreters: they import the plugin and testkit from the repository.
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    pytester.makepyfile(test_needs_redis=NEEDS_REDIS)
+
+    result = pytester.runpytest_subprocess(
+        "-p", "tests.services_policy", "-p", "no:asyncio", "-p", "no:cacheprovider", "-n", "2"
+    )
+
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*! missing system packages: tests failed (CI=true) !*",
+            "/nonexistent/redis-server (Debian package redis-server): 2 tests failed (CI=true)",
+        ]
+    )

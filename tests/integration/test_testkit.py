@@ -4,6 +4,7 @@ the settings it is given."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 
 from bench.stack import DURABLE_PG_SETTINGS
-from testkit import MissingService, PostgresServer, pg_bin, postgres_bin_dir
+from testkit import MissingService, PostgresServer, free_port, pg_bin, postgres_bin_dir
 
 
 def _executable(path: Path, text: str = "#!/bin/sh\n") -> Path:
@@ -89,3 +90,26 @@ async def test_the_bench_gets_a_durable_server() -> None:
     assert shown["fsync"] == "on"
     assert shown["synchronous_commit"] == "on"
     assert shown["shared_buffers"] == "256MB"
+
+
+def test_free_ports_avoid_the_ephemeral_range_and_each_xdist_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    seen: dict[str, set[int]] = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        seen[worker] = {free_port() for _ in range(200)}
+    assert len(seen["gw0"]) == len(seen["gw1"]) == 200  # no port handed out twice in a row
+    assert max(seen["gw0"] | seen["gw1"]) < first_ephemeral
+    assert min(seen["gw1"]) > max(seen["gw0"])  # separate slices
+
+
+def test_free_port_skips_a_port_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    taken = free_port()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", taken))
+        listener.listen()
+        found = [free_port() for _ in range(1500)]  # the whole slice, round again
+    assert taken not in found

@@ -129,3 +129,17 @@ def test_the_systemd_environment_file_holds_settings_and_no_secret() -> None:
     assert variables["EVENTFLOW_REGISTRATION"] == "closed"
     for name in ("EVENTFLOW_DATABASE_URL", "EVENTFLOW_REDIS_URL"):
         assert ":REPLACE_ME@" in variables[name]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["systemd/eventflow-api.service", "systemd/eventflow-worker@.service", "nginx/eventflow.conf"],
+)
+def test_the_operations_guide_shows_the_files_as_they_are(path: str) -> None:
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert (
+        f"```{'nginx' if path.endswith('.conf') else 'ini'}\n"
+        + (REPO_ROOT / "deploy" / path).read_text()
+        + "```\n"
+        in guide
+    )

@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -244,6 +244,7 @@ class Services:
     postgres_port: int
     redis_port: int
     workdir: Path
+    database: str = field(default_factory=lambda: f"compose_{os.urandom(6).hex()}")
 
     def eventflow_env(self, service: str, **extra: str) -> dict[str, str]:
         """The service's environment, its URLs pointing here instead of at the containers."""
@@ -264,10 +265,6 @@ class Services:
             "EVENTFLOW_HOST": "127.0.0.1",
             **extra,
         }
-
-    @property
-    def database(self) -> str:
-        return f"compose_{self.workdir.name[-8:].lower().replace('-', '_')}"
 
     def health_check(self, service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         """The service's health check command; `eventflow` is this checkout's."""
@@ -299,8 +296,9 @@ def compose_services(postgres_url: str, tmp_path: Path) -> Iterator[Services]:
     role = make_url(compose["api"]["environment"]["EVENTFLOW_DATABASE_URL"]).username
     _postgres(
         postgres_url,
-        f"""DO $$ BEGIN CREATE ROLE "{role}" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL;
-        END $$""",
+        # The role is the server's, shared by the tests that run at once on it.
+        f"""DO $$ BEGIN CREATE ROLE "{role}" LOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$""",
         f"""ALTER ROLE "{role}" PASSWORD '{env["POSTGRES_PASSWORD"]}'""",
         f'CREATE DATABASE "{found.database}" OWNER "{role}"',
     )

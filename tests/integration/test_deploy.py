@@ -74,6 +74,26 @@ def test_the_image_serves_its_default_command_and_its_health_check_sees_it(
     assert done.stdout.startswith(f"unhealthy: {server.url}/health: ")
 
 
+def test_health_in_embedded_mode_reports_a_missing_database_without_making_one(
+    tmp_path: Path,
+) -> None:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [EVENTFLOW, "health"],
+        env={**inherited, "EVENTFLOW_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (
+        1,
+        f"unhealthy: database: no database at {data}/eventflow.db\n",
+    )
+    assert not data.exists()
+
+
 @pytest.mark.parametrize("command", ["up", "api", "worker", "migrate", "health"])
 def test_every_command_the_deployments_run_exists(command: str) -> None:
     result = subprocess.run(

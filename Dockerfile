@@ -17,7 +17,9 @@ ENV EVENTFLOW_HOST=0.0.0.0 \
     EVENTFLOW_DATA_DIR=/home/eventflow/data \
     PYTHONUNBUFFERED=1
 EXPOSE 3000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:3000/health', timeout=2).status == 200 else 1)"
+# For the default `up` and for `api`: GET /health on EVENTFLOW_HOST:EVENTFLOW_PORT. A worker has no
+# HTTP server: docker-compose.yml gives it `eventflow health` (the database and Redis answer).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["eventflow", "health", "--http"]
 ENTRYPOINT ["eventflow"]
 CMD ["up"]

@@ -9,6 +9,7 @@ import typer
 import uvloop
 
 from eventflow import __version__
+from eventflow.cli_health import health
 from eventflow.cli_options import fail, with_settings
 from eventflow.cli_users import user_app
 from eventflow.config import Settings
@@ -117,4 +118,5 @@ def main() -> None:
     app()
 
 
+app.command()(health)
 app.add_typer(user_app, name="user")

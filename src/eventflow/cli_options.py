@@ -79,6 +79,11 @@ def with_settings(
     return command
 
 
+def with_operator_settings(func: Callable[..., None]) -> Callable[..., None]:
+    """``with_settings`` for commands that need no JWT secret (``OperatorSettings``)."""
+    return with_settings(func, OperatorSettings)
+
+
 def build_settings(
     overrides: dict[str, Any], settings_class: type[Settings] = Settings
 ) -> Settings:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
-from eventflow.cli_options import OperatorSettings, with_settings
+from eventflow.cli_options import with_operator_settings
 from eventflow.clock import iso
 from eventflow.config import Settings
 from eventflow.db.rows import AccountRow
@@ -31,10 +31,6 @@ user_app = typer.Typer(
     rich_markup_mode=None,
 )
 _ACCOUNT = typer.Argument(help="The account's email, or its id")
-
-
-def with_operator_settings(func: Callable[..., None]) -> Callable[..., None]:
-    return with_settings(func, OperatorSettings)
 
 
 def _operate(settings: Settings, work: Callable[[Operators], Awaitable[T]]) -> T:

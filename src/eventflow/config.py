@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         "eventflow", description="Prefix of every Redis key, so deployments can share one Redis"
     )
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Database connections each process keeps open for reuse (see the sizing "
+        "rule in docs/operations.md)",
+    )
+    db_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Further connections each process may open at busy moments, closed when "
+        "returned",
+    )
 
     jwt_secret: str | None = Field(
         None, description="HS256 signing secret (32+ characters; required with PostgreSQL)"

@@ -34,6 +34,27 @@ from eventflow.worker.runner import Worker, WorkerOptions
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+#: The deadline of each shutdown step, in seconds. A process's steps run one after another, so
+#: their sum bounds its shutdown (``shutdown_deadline_s``); process managers must wait longer
+#: before they kill it (docs/operations.md).
+STEP_DEADLINES_S: dict[str, float] = {
+    "account poll": 2,
+    "rate limiter": 2,
+    "dispatcher": 5,
+    "worker": 20,
+    "writer": 10,
+    "broker": 5,
+    "database pool": 5,
+}
+_API_STEPS = ("account poll", "writer")
+_WORKER_STEPS = ("dispatcher", "worker")
+
+
+def shutdown_deadline_s(*, serve_api: bool, run_worker: bool) -> float:
+    """The longest the runtime's shutdown takes, once the HTTP server (if any) has stopped."""
+    skipped = set(() if serve_api else _API_STEPS) | set(() if run_worker else _WORKER_STEPS)
+    return sum(s for step, s in STEP_DEADLINES_S.items() if step not in skipped)
+
 
 async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: float) -> None:
     """One shutdown step with a deadline: a process asked to stop must stop.
@@ -48,6 +69,10 @@ async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: floa
         log.error("shutdown: %s took longer than %.0f s; going on without it", step, seconds)
     except Exception:
         log.exception("shutdown: %s failed; going on", step)
+
+
+def _on_exit(stack: AsyncExitStack, step: str, stop: Callable[[], Awaitable[None]]) -> None:
+    stack.push_async_callback(_bounded, step, stop, STEP_DEADLINES_S[step])
 
 
 def _tune_gc() -> None:
@@ -118,13 +143,17 @@ async def open_runtime(
     ``stopping`` is the server's notice that a graceful shutdown began (serve.py).
     """
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings.effective_database_url)
-        stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
+        engine = create_engine(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+        _on_exit(stack, "database pool", engine.dispose)
         await migrate(engine)
         stores = build_stores(engine)
         broker = make_broker(settings, stores)
         await broker.start()
-        stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
+        _on_exit(stack, "broker", broker.close)
         writer = GroupCommitWriter(
             stores.ingest,
             broker,
@@ -141,7 +170,7 @@ async def open_runtime(
         )
         if serve_api:
             await writer.start()
-            stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
+            _on_exit(stack, "writer", writer.close)
         if run_worker:
             worker = make_worker(settings, broker, stores)
             dispatcher = Dispatcher(
@@ -154,9 +183,9 @@ async def open_runtime(
                 ),
             )
             await worker.start()
-            stack.push_async_callback(_bounded, "stopping the worker", worker.stop, 20)
+            _on_exit(stack, "worker", worker.stop)
             await dispatcher.start()
-            stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
+            _on_exit(stack, "dispatcher", dispatcher.stop)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
         # Read once: every request signs and checks with the same secret.
         secret = settings.resolve_jwt_secret()
@@ -166,11 +195,11 @@ async def open_runtime(
         passwords = Passwords(concurrency=settings.effective_password_hash_concurrency)
         stack.callback(passwords.close)
         limiter = Limiter.from_settings(settings)
-        stack.push_async_callback(_bounded, "closing the rate limiter", limiter.close, 2)
+        _on_exit(stack, "rate limiter", limiter.close)
         accounts = AccountStates(stores.users, stores.revocations, poll_ms=settings.account_poll_ms)
         if serve_api:
             await accounts.start()
-            stack.push_async_callback(_bounded, "stopping the account poll", accounts.close, 2)
+            _on_exit(stack, "account poll", accounts.close)
         if tune_gc:
             _tune_gc()
         yield Services(

@@ -21,6 +21,9 @@ from eventflow.runtime import open_runtime
 
 log = logging.getLogger(__name__)
 
+#: How long uvicorn waits for open requests after SIGTERM before the runtime shuts down.
+GRACEFUL_SHUTDOWN_S = 10
+
 
 class ServingServer(uvicorn.Server):
     """uvicorn's server, telling the app (``Services.stopping``) when a graceful shutdown begins.
@@ -89,7 +92,7 @@ def _config(app: ASGIApp | str, settings: Settings, **extra: Any) -> uvicorn.Con
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # uvicorn trusts X-Forwarded-For from loopback unless told otherwise; the client's
         # address keys the rate limits, so only configured proxies may name it (the right-most
         # address that is not one of them, CIDRs allowed).

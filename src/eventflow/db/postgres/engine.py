@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
-def create_postgres_engine(url: str, pool_size: int) -> AsyncEngine:
+def create_postgres_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         # No pre-ping: asyncpg's costs BEGIN, a query and ROLLBACK (three round trips) on every
         # checkout, more than the one statement most hot-path checkouts run. A connection that
         # died with a PostgreSQL restart fails its first statement instead, and SQLAlchemy then

@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from eventflow.private_files import private_dir, private_file, tighten
 
 
-def create_sqlite_engine(url: str, pool_size: int) -> AsyncEngine:
+def create_sqlite_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEngine:
     database = make_url(url).database
     # Not in memory, nor a URI (``file:…``) that SQLite resolves: a file of ours to prepare.
     if database and database != ":memory:" and not database.startswith("file:"):
         _private_database_files(Path(database))
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, connect_args={"timeout": 30}
+        url, pool_size=pool_size, max_overflow=max_overflow, connect_args={"timeout": 30}
     )
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine

@@ -158,6 +158,30 @@ class Settings(BaseSettings):
     redispatch_after_ms: int = Field(
         30_000, ge=100, description="Re-publish a ready event whose hint is older than this"
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        le=36_500,
+        description="Delete completed events, with their attempts, this many days after they "
+        "finished (0: keep them forever)",
+    )
+    failed_retention_days: int | None = Field(
+        None,
+        ge=0,
+        le=36_500,
+        description="The same for failed events (unset: EVENTFLOW_RETENTION_DAYS; 0: forever)",
+    )
+    retention_batch: int = Field(
+        1000, ge=1, le=10_000, description="Events retention deletes per transaction"
+    )
+    retention_pause_ms: int = Field(
+        100, ge=0, le=60_000, description="Pause between two of retention's batches"
+    )
+    retention_interval_ms: int = Field(
+        60_000,
+        ge=100,
+        description="How often the dispatcher looks for events past retention",
+    )
 
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser"
@@ -260,6 +284,12 @@ class Settings(BaseSettings):
         if hasattr(os, "sched_getaffinity"):
             return len(os.sched_getaffinity(0))
         return os.cpu_count() or 1
+
+    @property
+    def effective_failed_retention_days(self) -> int:
+        if self.failed_retention_days is not None:
+            return self.failed_retention_days
+        return self.retention_days
 
     @property
     def trusted_proxy_list(self) -> list[str]:

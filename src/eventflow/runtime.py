@@ -28,6 +28,7 @@ from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
 from eventflow.worker.handlers import builtin_registry, load_modules
+from eventflow.worker.retention import RetentionOptions
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
 
@@ -180,6 +181,13 @@ async def open_runtime(
                     interval_ms=settings.dispatch_interval_ms,
                     redispatch_after_ms=settings.redispatch_after_ms,
                     max_attempts=settings.max_attempts,
+                    retention=RetentionOptions(
+                        completed_days=settings.retention_days,
+                        failed_days=settings.effective_failed_retention_days,
+                        batch=settings.retention_batch,
+                        pause_ms=settings.retention_pause_ms,
+                        interval_ms=settings.retention_interval_ms,
+                    ),
                 ),
             )
             await worker.start()

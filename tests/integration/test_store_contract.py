@@ -1,8 +1,8 @@
 """The stores' core transitions, on the in-memory store and on both databases alike.
 
 Unit tests stand the in-memory store in for the database; these checks prove it behaves like
-the real ones: insert, claim, outcome, and the ways an event comes back (reclaim, release,
-retry, replay, lost hints).
+the real ones: insert, claim, outcome, the ways an event comes back (reclaim, release, retry,
+replay, lost hints), and the way it finally goes (retention's purge).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from eventflow.worker.runner import LeaseStore, OutcomeStore
 from tests.conftest import SettingsFactory
 
 LEASE_MS = 30_000
+DAY_MS = 86_400_000
 
 
 @dataclass
@@ -224,6 +225,41 @@ async def test_lost_hints_are_taken_once_per_window(under: Under) -> None:
     await under.ingest.forget_dispatch([event.id])
     assert await under.upkeep.take_undispatched(60_000) == [event.id]
     assert await under.upkeep.take_undispatched(60_000) == []
+
+
+async def _finish(under: Under, status: Status, finished_at: int) -> str:
+    event = await under.add()
+    (claimed,) = await under.hinted.claim_ids([event.id], "w1", LEASE_MS)
+    outcome = Outcome(event.id, claimed.attempt, status, finished_at, finished_at, error="x")
+    await under.outcomes.record_outcomes("w1", [outcome])
+    return event.id
+
+
+async def test_the_purge_takes_old_finished_events_with_their_history(under: Under) -> None:
+    long_ago = now_ms() - 10 * DAY_MS
+    cutoff = long_ago + 1
+    old = [await _finish(under, Status.COMPLETED, long_ago) for _ in range(3)]
+    recent = await _finish(under, Status.COMPLETED, now_ms())
+    old_failed = await _finish(under, Status.FAILED, long_ago)
+    replayed = await _finish(under, Status.FAILED, long_ago)
+    assert await under.reading.replay(under.user_id, [replayed]) == [replayed]
+    waiting = await under.add()
+
+    purge = under.upkeep.purge_finished
+    assert [await purge(Status.COMPLETED, cutoff, 2) for _ in range(3)] == [2, 1, 0]
+    for event_id in old:
+        assert await under.reading.get(under.user_id, event_id) is None
+        assert await under.reading.attempts(event_id) == [], "the history goes with its event"
+    assert len(await under.reading.attempts(recent)) == 1
+    assert (await under.row(old_failed)).status is Status.FAILED, "failed ones have their own"
+
+    assert await purge(Status.FAILED, cutoff, 10) == 1
+    assert await under.reading.get(under.user_id, old_failed) is None
+    assert (await under.row(replayed)).status is Status.QUEUED, "queued again: on its way"
+    assert len(await under.reading.attempts(replayed)) == 1
+    assert (await under.row(waiting.id)).status is Status.QUEUED
+    with pytest.raises(ValueError, match="queued"):
+        await purge(Status.QUEUED, now_ms(), 10)
 
 
 async def test_an_email_is_taken_once(under: Under) -> None:

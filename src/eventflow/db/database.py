@@ -50,6 +50,16 @@ class Database(ABC):
         """``query`` (a scan for rows to update) made safe for concurrent updaters."""
 
     @abstractmethod
+    def taken_once(self, column: sa.Column[str], query: sa.Select[_Row]) -> sa.ColumnElement[bool]:
+        """``column`` is one of the ids ``query`` selects, run once per statement and made safe
+        for concurrent updaters (``skip_locked``).
+
+        A plain ``IN (subquery)`` may be planned as a join that runs the subquery again for
+        each row: with ``LIMIT`` and ``SKIP LOCKED`` each run after the first skips the rows the
+        statement has already changed and takes others, past the limit.
+        """
+
+    @abstractmethod
     def id_in(self, column: sa.Column[str], ids: Sequence[str]) -> sa.ColumnElement[bool]:
         """``column`` is one of ``ids`` (a batch of any size)."""
 

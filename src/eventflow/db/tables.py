@@ -31,6 +31,8 @@ PROCESSING = "status = 'processing'"
 #: newest-first walk of (user_id, id), and completed ones are nearly all of it.
 RARE_STATUSES = ("failed", "retrying", "scheduled")
 RARE = "status IN ('failed', 'retrying', 'scheduled')"
+#: The predicate of ix_events_finished: the events retention may delete (migration 0006).
+FINISHED = "status IN ('completed', 'failed')"
 
 users = sa.Table(
     "users",
@@ -135,6 +137,14 @@ events = sa.Table(
         "lease_until",
         postgresql_where=sa.text(PROCESSING),
         sqlite_where=sa.text(PROCESSING),
+    ),
+    # Retention's purge walks the oldest finished rows of one status (migration 0006).
+    sa.Index(
+        "ix_events_finished",
+        "status",
+        "completed_at",
+        postgresql_where=sa.text(FINISHED),
+        sqlite_where=sa.text(FINISHED),
     ),
 )
 

@@ -1,4 +1,4 @@
-"""The dispatcher's store: delayed events come due, dead workers' leases end, hints are redone."""
+"""The dispatcher's store: delayed events come due, leases end, hints are redone, old ones go."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import Status
 from eventflow.db.scans import USES_LEASE_INDEX, due_ids, is_claimable
-from eventflow.db.tables import attempts, events
+from eventflow.db.tables import FINISHED, attempts, events
 
 LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
+#: What retention may delete; every other status is an event still on its way.
+FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED)
+# The condition of the partial index ix_events_finished, repeated word for word for SQLite.
+_USES_FINISHED_INDEX = sa.text(FINISHED)
 
 
 class UpkeepStore:
@@ -107,3 +111,39 @@ class UpkeepStore:
                 .returning(events.c.id)
             )
             return [str(r.id) for r in rows]
+
+    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int:
+        """Delete up to ``limit`` events in ``status`` (completed or failed) whose
+        ``completed_at`` is before ``finished_before``, oldest first, with their attempts.
+
+        One transaction: the attempts go with their events (PostgreSQL declares no foreign key
+        to cascade, migration 0003). Concurrent purges take disjoint rows (SKIP LOCKED).
+        """
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"only finished events are purged, not {status.value!r} ones")
+        oldest = (
+            sa.select(events.c.id)
+            .where(
+                _USES_FINISHED_INDEX,
+                events.c.status == status.value,
+                events.c.completed_at < finished_before,
+            )
+            .order_by(events.c.completed_at)
+            .limit(limit)
+        )
+        async with self._db.write() as conn:
+            rows = await conn.execute(
+                sa.delete(events)
+                .where(
+                    self._db.taken_once(events.c.id, oldest),
+                    # Checked again on the row itself, as the statement deletes it.
+                    events.c.status == status.value,
+                )
+                .returning(events.c.id)
+            )
+            ids = [str(row.id) for row in rows]
+            if ids:
+                await conn.execute(
+                    sa.delete(attempts).where(self._db.id_in(attempts.c.event_id, ids))
+                )
+        return len(ids)

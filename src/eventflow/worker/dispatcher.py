@@ -1,4 +1,5 @@
-"""The dispatcher: promotes due delayed events, reclaims dead workers' leases, re-publishes hints.
+"""The dispatcher: promotes due delayed events, reclaims dead workers' leases, re-publishes hints,
+and, with retention on, deletes finished events past their days (worker/retention.py).
 
 Every step is one conditional statement, so any number of dispatchers may run at once. With a
 broker that carries hints (Redis) it also heals lost hints: a ready row whose hint is older than
@@ -11,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from eventflow.broker.base import Broker
+from eventflow.worker.retention import PurgeStore, Retention, RetentionOptions
 
 log = logging.getLogger(__name__)
 
 
-class DispatchStore(Protocol):
+class DispatchStore(PurgeStore, Protocol):
     async def promote_scheduled(self, limit: int = ...) -> int: ...
 
     async def reclaim_expired(self, max_attempts: int, limit: int = ...) -> int: ...
@@ -32,6 +34,7 @@ class DispatchOptions:
     interval_ms: int = 250
     redispatch_after_ms: int = 30_000
     max_attempts: int = 5
+    retention: RetentionOptions = field(default_factory=RetentionOptions)
 
 
 class Dispatcher:
@@ -39,15 +42,20 @@ class Dispatcher:
         self._store = store
         self._broker = broker
         self._options = options
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._tasks.append(asyncio.create_task(self._loop(), name="dispatcher"))
+        if self._options.retention.enabled:
+            # A task of its own: a long purge never delays promotions and reclaims.
+            retention = Retention(self._store, self._options.retention)
+            self._tasks.append(asyncio.create_task(retention.run(), name="retention"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def tick(self) -> int:
         """One pass; answers how many events it moved or re-published."""

@@ -14,7 +14,7 @@ from eventflow.db.ingest import answers, first_by_key
 from eventflow.db.memory.reading import MemoryReading
 from eventflow.db.memory.rows import MemoryRow
 from eventflow.db.rows import AttemptRow, ClaimedEvent, NewEvent, Outcome, Status, StoredEvent
-from eventflow.db.upkeep import LOST_ERROR
+from eventflow.db.upkeep import FINISHED_STATUSES, LOST_ERROR
 
 _CLAIMABLE = (Status.QUEUED, Status.RETRYING)
 _NEW_EVENT_FIELDS = tuple(f.name for f in fields(NewEvent))
@@ -158,6 +158,22 @@ class MemoryEvents(MemoryReading):
         for r in overdue:
             r.dispatched_at = now
         return [r.id for r in overdue]
+
+    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int:
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"only finished events are purged, not {status.value!r} ones")
+        old = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.status is status and r.completed_at is not None
+                if r.completed_at < finished_before
+            ),
+            key=lambda r: r.completed_at or 0,
+        )[:limit]
+        for r in old:
+            del self._rows[r.id]
+        return len(old)
 
     # -- helpers -----------------------------------------------------------------------------
 

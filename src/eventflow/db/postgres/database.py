@@ -47,6 +47,10 @@ class PostgresDatabase(Database):
         # Several workers or dispatchers take disjoint batches without waiting for each other.
         return query.with_for_update(skip_locked=True)
 
+    def taken_once(self, column: sa.Column[str], query: sa.Select[_Row]) -> sa.ColumnElement[bool]:
+        # ARRAY(subquery) is an InitPlan: evaluated once, then an index lookup per id.
+        return column == sa.any_(sa.func.array(self.skip_locked(query).scalar_subquery()))
+
     def id_in(self, column: sa.Column[str], ids: Sequence[str]) -> sa.ColumnElement[bool]:
         # One array parameter: the same statement text for every batch size, so PostgreSQL
         # prepares and plans it once (an expanded IN list is a new statement per size).

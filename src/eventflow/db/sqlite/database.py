@@ -67,6 +67,10 @@ class SqliteDatabase(Database):
         # The single write lock already serialises every updater.
         return query
 
+    def taken_once(self, column: sa.Column[str], query: sa.Select[_Row]) -> sa.ColumnElement[bool]:
+        # SQLite evaluates an uncorrelated IN (subquery) once, into a temporary index.
+        return column.in_(query.scalar_subquery())
+
     def id_in(self, column: sa.Column[str], ids: Sequence[str]) -> sa.ColumnElement[bool]:
         return column.in_(ids)
 

@@ -1,4 +1,5 @@
-"""The queue's scans use their partial indexes on SQLite, with the parameters really sent.
+"""The queue's scans use their partial indexes on SQLite, with the parameters really sent, and
+retention's purge its index on both databases.
 
 SQLite uses a partial index only when the query repeats the index's condition with the same
 constants; a bound parameter never qualifies. A query that misses its index still answers
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +21,7 @@ from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.rows import PageQuery, Status
 from eventflow.db.stores import build_stores
+from eventflow.db.tables import users as users_table
 from eventflow.ids import new_id
 
 Statement = tuple[str, Any]
@@ -39,7 +42,7 @@ async def _plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> 
     sent: list[Statement] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
             sent.append((statement, params))
 
     sa.event.listen(engine.sync_engine, "before_cursor_execute", capture)
@@ -48,11 +51,13 @@ async def _plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> 
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)
     assert sent, "the call ran no query"
+    sqlite = engine.dialect.name == "sqlite"
     plans = []
     async with engine.connect() as conn:
         for statement, params in sent:
-            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
-            plans.append(" | ".join(str(row[-1]) for row in rows))
+            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            rows = await conn.exec_driver_sql(explain + statement, params)
+            plans.append(" | ".join(str(row[-1]).strip() for row in rows))
     return plans
 
 
@@ -92,3 +97,74 @@ async def test_status_listings_use_the_partial_status_index(engine: AsyncEngine)
         assert "ix_events_user_id_id" in plan, plan
     plans = await _plans(engine, lambda: feed.in_flight(user, 5))
     assert all("ix_events_user_id_" in plan and "SCAN events" not in plan for plan in plans)
+
+
+# Old completed events among newer ones and waiting ones, each with one attempt; ANALYZEd on
+# PostgreSQL so that its planner weighs a real table, not an empty one.
+_HISTORY = [
+    """INSERT INTO events (id, user_id, type, payload, status, available_at, created_at,
+           updated_at, completed_at)
+       SELECT {uuid}, {user}, 'A', '{{}}', CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'completed'
+           END, g, g, g, CASE WHEN g % 10 = 0 THEN NULL ELSE g END
+       FROM {series}""",
+    """INSERT INTO attempts (event_id, number, outcome, worker, started_at, finished_at)
+       SELECT id, 1, 'completed', 'w', 0, 0 FROM events""",
+]
+_SQLITE_SERIES = "(WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < {rows}) SELECT g FROM n) AS s"  # noqa: E501
+
+
+async def _purge_plans(engine: AsyncEngine) -> list[str]:
+    upkeep = build_stores(engine).upkeep
+    plans = await _plans(engine, lambda: upkeep.purge_finished(Status.COMPLETED, 2_000, 100))
+    assert len(plans) == 2, "the events and their attempts"
+    return plans
+
+
+async def test_the_retention_purge_uses_the_finished_index_on_sqlite(engine: AsyncEngine) -> None:
+    user = new_id()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(users_table).values(
+                id=user, email="p@example.com", password_hash="x", created_at=0
+            )
+        )
+        for statement in _HISTORY:
+            await conn.exec_driver_sql(
+                statement.format(
+                    uuid="lower(hex(randomblob(16)))",
+                    user=f"'{user.replace('-', '')}'",
+                    series=_SQLITE_SERIES.format(rows=5_000),
+                )
+            )
+    purge, history = await _purge_plans(engine)
+    assert "SEARCH events USING INDEX ix_events_finished" in purge, purge
+    assert "SCAN events" not in purge.split(" | "), purge
+    assert "ix_attempts_event_id_number" in history, history
+
+
+async def test_the_retention_purge_uses_the_finished_index_on_postgres(
+    fresh_postgres: str,
+) -> None:
+    conn = await asyncpg.connect(fresh_postgres)
+    try:
+        for statement in _HISTORY:
+            await conn.execute(
+                statement.format(
+                    uuid="gen_random_uuid()",
+                    user=f"'{new_id()}'::uuid",
+                    series="generate_series(1, 50000) AS s(g)",
+                )
+            )
+        await conn.execute("ANALYZE events; ANALYZE attempts")
+    finally:
+        await conn.close()
+    engine = create_engine(fresh_postgres.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        purge, history = await _purge_plans(engine)
+    finally:
+        await engine.dispose()
+    # The oldest finished rows come off the index once (an InitPlan), then each row by its key.
+    assert "InitPlan" in purge and "Index Scan using ix_events_finished" in purge, purge
+    assert "Index Scan on pk_events" in purge or "Index Scan using pk_events" in purge, purge
+    assert "Seq Scan" not in purge, purge
+    assert "ix_attempts_event_id_number" in history and "Seq Scan" not in history, history

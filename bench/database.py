@@ -56,6 +56,10 @@ class BenchDatabase:
             )
             return found is not None
 
+    async def finished_before(self, before_ms: int) -> int:
+        """Completed events, of any account, that finished before ``before_ms``."""
+        return await self._count(events.c.status == "completed", events.c.completed_at < before_ms)
+
     async def completed_between(self, user_id: str, start_ms: int, end_ms: int) -> int:
         return await self._count(
             events.c.user_id == user_id,

@@ -139,12 +139,16 @@ class Deployment:
         self.run_dir = run_dir
         self.env = env
         self.port = free_port()
+        self.database_url = database_url
         self.db = BenchDatabase(database_url)
         self.processes: list[EventflowProcess] = []
+        self._started: dict[str, int] = {}
 
     async def start(self, command: Command) -> EventflowProcess:
         """``eventflow COMMAND``, returned once it serves HTTP (or, for a worker, consumes)."""
-        count = sum(1 for p in self.processes if p.command == command) + 1
+        # Counted over the deployment's life: a process started after one was stopped gets a
+        # log of its own, so its readiness is never read from the stopped one's log.
+        count = self._started[command] = self._started.get(command, 0) + 1
         log_path = self.run_dir / f"{command}-{count}.log"
         proc = EventflowProcess(command, self.env, log_path, port=self.port)
         self.processes.append(proc)

@@ -228,8 +228,8 @@ async def test_concurrent_purges_share_the_rows_without_overstepping_a_batch(
 
         async def purge(engine: AsyncEngine) -> None:
             upkeep = build_stores(engine).upkeep
-            while deleted := await upkeep.purge_finished(Status.COMPLETED, 5_000, 50):
-                batches.append(deleted)
+            while batch := (await upkeep.purge_finished(Status.COMPLETED, 5_000, 50)).deleted:
+                batches.append(batch)
 
         try:
             await asyncio.gather(*(purge(engine) for engine in engines))

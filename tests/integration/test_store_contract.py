@@ -246,14 +246,20 @@ async def test_the_purge_takes_old_finished_events_with_their_history(under: Und
     waiting = await under.add()
 
     purge = under.upkeep.purge_finished
-    assert [await purge(Status.COMPLETED, cutoff, 2) for _ in range(3)] == [2, 1, 0]
+    batches = [await purge(Status.COMPLETED, cutoff, 2) for _ in range(3)]
+    assert [(b.deleted, b.last_finished) for b in batches] == [
+        (2, long_ago),
+        (1, long_ago),
+        (0, None),
+    ]
     for event_id in old:
         assert await under.reading.get(under.user_id, event_id) is None
         assert await under.reading.attempts(event_id) == [], "the history goes with its event"
     assert len(await under.reading.attempts(recent)) == 1
     assert (await under.row(old_failed)).status is Status.FAILED, "failed ones have their own"
 
-    assert await purge(Status.FAILED, cutoff, 10) == 1
+    assert (await purge(Status.FAILED, cutoff, 10, finished_from=cutoff)).deleted == 0
+    assert (await purge(Status.FAILED, cutoff, 10, finished_from=long_ago)).deleted == 1
     assert await under.reading.get(under.user_id, old_failed) is None
     assert (await under.row(replayed)).status is Status.QUEUED, "queued again: on its way"
     assert len(await under.reading.attempts(replayed)) == 1

@@ -60,3 +60,17 @@ def test_embedded_secret_is_generated_once(tmp_path: Path) -> None:
 def test_unusable_redis_prefixes_are_refused(prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="EVENTFLOW_REDIS_PREFIX"):
         Settings(redis_prefix=prefix)
+
+
+def test_retention_is_off_and_failed_events_follow_completed_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("EVENTFLOW_RETENTION_DAYS", "EVENTFLOW_FAILED_RETENTION_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings().retention_days, Settings().effective_failed_retention_days) == (0, 0)
+    monkeypatch.setenv("EVENTFLOW_RETENTION_DAYS", "7")
+    assert Settings().effective_failed_retention_days == 7
+    monkeypatch.setenv("EVENTFLOW_FAILED_RETENTION_DAYS", "30")
+    assert Settings().effective_failed_retention_days == 30
+    monkeypatch.setenv("EVENTFLOW_FAILED_RETENTION_DAYS", "0")
+    assert Settings().effective_failed_retention_days == 0, "0 keeps failed events forever"

@@ -9,7 +9,7 @@ import pytest
 from eventflow.broker.memory import MemoryBroker
 from eventflow.clock import now_ms
 from eventflow.db.memory import MemoryEvents
-from eventflow.db.rows import NewEvent, Outcome, Status
+from eventflow.db.rows import NewEvent, Outcome, PurgedBatch, Status
 from eventflow.ids import new_id
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
 from eventflow.worker.retention import DAY_MS, Retention, RetentionOptions
@@ -37,17 +37,19 @@ class CountingStore:
 
     def __init__(self, store: MemoryEvents) -> None:
         self.store = store
-        self.calls: list[tuple[Status, int]] = []
+        self.calls: list[tuple[Status, int, int]] = []
 
-    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int:
-        deleted = await self.store.purge_finished(status, finished_before, limit)
-        self.calls.append((status, deleted))
-        return deleted
+    async def purge_finished(
+        self, status: Status, finished_before: int, limit: int, finished_from: int = 0
+    ) -> PurgedBatch:
+        batch = await self.store.purge_finished(status, finished_before, limit, finished_from)
+        self.calls.append((status, finished_from, batch.deleted))
+        return batch
 
 
 async def test_old_events_go_in_batches_with_their_attempts() -> None:
     store = MemoryEvents(clock=lambda: NOW)
-    old = [await _finished(store, Status.COMPLETED, 8) for _ in range(35)]
+    old = [await _finished(store, Status.COMPLETED, 8 + n / 1000) for n in range(35)]
     recent = [await _finished(store, Status.COMPLETED, 6) for _ in range(3)]
     counting = CountingStore(store)
     options = RetentionOptions(completed_days=7, batch=10, pause_ms=0)
@@ -55,7 +57,11 @@ async def test_old_events_go_in_batches_with_their_attempts() -> None:
     purged = await Retention(counting, options, clock=lambda: NOW).purge()
 
     assert purged.deleted == {Status.COMPLETED: 35}
-    assert counting.calls == [(Status.COMPLETED, n) for n in (10, 10, 10, 5)]
+    # Each batch starts at the last one's newest finish time, never at the oldest row again.
+    starts = [0, *(NOW - int((8 + n / 1000) * DAY_MS) for n in (25, 15, 5))]
+    assert counting.calls == [
+        (Status.COMPLETED, start, n) for start, n in zip(starts, (10, 10, 10, 5), strict=True)
+    ]
     assert purged.batches == 4
     assert await _kept(store, old + recent) == recent
     assert await store.attempts(old[0]) == []

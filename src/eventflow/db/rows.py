@@ -154,6 +154,15 @@ class FeedQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgedBatch:
+    """What one purge transaction deleted: how many events, and the latest ``completed_at``
+    among them, where the next batch of a round starts."""
+
+    deleted: int
+    last_finished: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusCounts:
     by_status: dict[str, int]
     ingested_last_minute: int

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
-from eventflow.db.rows import Status
+from eventflow.db.rows import PurgedBatch, Status
 from eventflow.db.scans import USES_LEASE_INDEX, due_ids, is_claimable
 from eventflow.db.tables import FINISHED, attempts, events
 
@@ -112,12 +112,19 @@ class UpkeepStore:
             )
             return [str(r.id) for r in rows]
 
-    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int:
+    async def purge_finished(
+        self, status: Status, finished_before: int, limit: int, finished_from: int = 0
+    ) -> PurgedBatch:
         """Delete up to ``limit`` events in ``status`` (completed or failed) whose
-        ``completed_at`` is before ``finished_before``, oldest first, with their attempts.
+        ``completed_at`` is in [``finished_from``, ``finished_before``), oldest first, with
+        their attempts.
 
         One transaction: the attempts go with their events (PostgreSQL declares no foreign key
-        to cascade, migration 0003). Concurrent purges take disjoint rows (SKIP LOCKED).
+        to cascade, migration 0003). Concurrent purges take disjoint rows (SKIP LOCKED). A round
+        passes each batch's ``last_finished`` as the next one's ``finished_from``: PostgreSQL
+        keeps the index entries of deleted rows until a vacuum, and a scan from the start of the
+        range would step over all that the round has deleted so far (measured: 1.2 s and 12,000
+        pages for a batch of 1,000 after 600,000 deleted).
         """
         if status not in FINISHED_STATUSES:
             raise ValueError(f"only finished events are purged, not {status.value!r} ones")
@@ -126,24 +133,27 @@ class UpkeepStore:
             .where(
                 _USES_FINISHED_INDEX,
                 events.c.status == status.value,
+                events.c.completed_at >= finished_from,
                 events.c.completed_at < finished_before,
             )
             .order_by(events.c.completed_at)
             .limit(limit)
         )
         async with self._db.write() as conn:
-            rows = await conn.execute(
-                sa.delete(events)
-                .where(
-                    self._db.taken_once(events.c.id, oldest),
-                    # Checked again on the row itself, as the statement deletes it.
-                    events.c.status == status.value,
+            rows = (
+                await conn.execute(
+                    sa.delete(events)
+                    .where(
+                        self._db.taken_once(events.c.id, oldest),
+                        # Checked again on the row itself, as the statement deletes it.
+                        events.c.status == status.value,
+                    )
+                    .returning(events.c.id, events.c.completed_at)
                 )
-                .returning(events.c.id)
-            )
+            ).all()
             ids = [str(row.id) for row in rows]
             if ids:
                 await conn.execute(
                     sa.delete(attempts).where(self._db.id_in(attempts.c.event_id, ids))
                 )
-        return len(ids)
+        return PurgedBatch(len(ids), max((int(r.completed_at) for r in rows), default=None))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from eventflow.clock import now_ms
-from eventflow.db.rows import Status
+from eventflow.db.rows import PurgedBatch, Status
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,9 @@ DAY_MS = 86_400_000
 
 
 class PurgeStore(Protocol):
-    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int: ...
+    async def purge_finished(
+        self, status: Status, finished_before: int, limit: int, finished_from: int = ...
+    ) -> PurgedBatch: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +81,18 @@ class Retention:
         purged = Purged()
         started = time.monotonic()
         for status, before in opts.cutoffs(self._clock()):
+            # Each batch starts where the last one ended, not at the oldest row again: what a
+            # concurrent purge skipped past stays for its next round.
+            start = 0
             while True:
                 if purged.batches:
                     await asyncio.sleep(opts.pause_ms / 1000)
-                deleted = await self._store.purge_finished(status, before, opts.batch)
+                batch = await self._store.purge_finished(status, before, opts.batch, start)
                 purged.batches += 1
-                purged.deleted[status] = purged.deleted.get(status, 0) + deleted
-                if deleted < opts.batch:
+                purged.deleted[status] = purged.deleted.get(status, 0) + batch.deleted
+                if batch.deleted < opts.batch or batch.last_finished is None:
                     break
+                start = batch.last_finished
         purged.seconds = time.monotonic() - started
         return purged
 

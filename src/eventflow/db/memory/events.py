@@ -13,7 +13,15 @@ from eventflow.clock import now_ms
 from eventflow.db.ingest import answers, first_by_key
 from eventflow.db.memory.reading import MemoryReading
 from eventflow.db.memory.rows import MemoryRow
-from eventflow.db.rows import AttemptRow, ClaimedEvent, NewEvent, Outcome, Status, StoredEvent
+from eventflow.db.rows import (
+    AttemptRow,
+    ClaimedEvent,
+    NewEvent,
+    Outcome,
+    PurgedBatch,
+    Status,
+    StoredEvent,
+)
 from eventflow.db.upkeep import FINISHED_STATUSES, LOST_ERROR
 
 _CLAIMABLE = (Status.QUEUED, Status.RETRYING)
@@ -159,7 +167,9 @@ class MemoryEvents(MemoryReading):
             r.dispatched_at = now
         return [r.id for r in overdue]
 
-    async def purge_finished(self, status: Status, finished_before: int, limit: int) -> int:
+    async def purge_finished(
+        self, status: Status, finished_before: int, limit: int, finished_from: int = 0
+    ) -> PurgedBatch:
         if status not in FINISHED_STATUSES:
             raise ValueError(f"only finished events are purged, not {status.value!r} ones")
         old = sorted(
@@ -167,13 +177,13 @@ class MemoryEvents(MemoryReading):
                 r
                 for r in self._rows.values()
                 if r.status is status and r.completed_at is not None
-                if r.completed_at < finished_before
+                if finished_from <= r.completed_at < finished_before
             ),
             key=lambda r: r.completed_at or 0,
         )[:limit]
         for r in old:
             del self._rows[r.id]
-        return len(old)
+        return PurgedBatch(len(old), max((r.completed_at or 0 for r in old), default=None))
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -171,8 +171,12 @@ class Settings(BaseSettings):
         le=36_500,
         description="The same for failed events (unset: EVENTFLOW_RETENTION_DAYS; 0: forever)",
     )
-    retention_batch: int = Field(
-        1000, ge=1, le=10_000, description="Events retention deletes per transaction"
+    retention_batch: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Events retention deletes per transaction (unset: 200 on SQLite, 1000 on "
+        "PostgreSQL)",
     )
     retention_pause_ms: int = Field(
         100, ge=0, le=60_000, description="Pause between two of retention's batches"

@@ -184,7 +184,7 @@ async def open_runtime(
                     retention=RetentionOptions(
                         completed_days=settings.retention_days,
                         failed_days=settings.effective_failed_retention_days,
-                        batch=settings.retention_batch,
+                        batch=_either(settings.retention_batch, stores.database.retention_batch),
                         pause_ms=settings.retention_pause_ms,
                         interval_ms=settings.retention_interval_ms,
                     ),

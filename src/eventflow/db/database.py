@@ -17,14 +17,16 @@ class Database(ABC):
     """One implementation per database (``sqlite/``, ``postgres/``), chosen by ``build_stores``.
 
     Everything else the stores run is Core SQL that SQLAlchemy compiles for either database.
-    The group-commit defaults are the database's too: ``EVENTFLOW_GROUP_COMMIT_MS`` and
-    ``EVENTFLOW_GROUP_COMMITS_IN_FLIGHT`` override them.
+    The group-commit and retention defaults are the database's too: ``EVENTFLOW_GROUP_COMMIT_MS``,
+    ``EVENTFLOW_GROUP_COMMITS_IN_FLIGHT`` and ``EVENTFLOW_RETENTION_BATCH`` override them.
     """
 
     #: How long the writer gathers requests into one transaction, by default.
     group_commit_ms: float
     #: Group commits the writer runs at once, by default.
     group_commits_in_flight: int
+    #: Events retention deletes per transaction, by default (``EVENTFLOW_RETENTION_BATCH``).
+    retention_batch: int
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

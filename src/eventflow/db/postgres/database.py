@@ -25,6 +25,8 @@ class PostgresDatabase(Database):
     # more throughput and a lower p50, and the next group forms while one waits for its fsync.
     group_commit_ms = 0.5
     group_commits_in_flight = 3
+    # A purge's batch locks only old rows no one else writes: ingestion does not wait for it.
+    retention_batch = 1000
 
     @asynccontextmanager
     async def migrating(self) -> AsyncIterator[AsyncConnection]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from eventflow.broker.base import Broker
@@ -22,7 +23,12 @@ log = logging.getLogger(__name__)
 class DispatchStore(Protocol):
     async def promote_scheduled(self, limit: int = ...) -> int: ...
 
-    async def reclaim_expired(self, max_attempts: int, limit: int = ...) -> int: ...
+    async def reclaim_expired(
+        self,
+        max_attempts: int,
+        limit: int = ...,
+        max_attempts_by_type: Mapping[str, int] | None = ...,
+    ) -> int: ...
 
     async def take_undispatched(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
 
@@ -32,6 +38,8 @@ class DispatchOptions:
     interval_ms: int = 250
     redispatch_after_ms: int = 30_000
     max_attempts: int = 5
+    # Event types whose handler set its own budget.
+    max_attempts_by_type: Mapping[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -52,7 +60,9 @@ class Dispatcher:
     async def tick(self) -> int:
         """One pass; answers how many events it moved or re-published."""
         promoted = await self._store.promote_scheduled()
-        reclaimed = await self._store.reclaim_expired(self._options.max_attempts)
+        reclaimed = await self._store.reclaim_expired(
+            self._options.max_attempts, max_attempts_by_type=self._options.max_attempts_by_type
+        )
         if reclaimed:
             log.warning("reclaimed %d events from workers whose lease expired", reclaimed)
         published = 0

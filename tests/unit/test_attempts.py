@@ -166,16 +166,6 @@ async def test_per_type_attempts_and_backoff_override_the_global_policy() -> Non
     assert registry.max_attempts_by_type == {"ONCE": 1}
 
 
-async def test_a_lost_attempt_counts_against_its_types_budget() -> None:
-    store = MemoryEvents()
-    once, usual = await _add(store, "ONCE", "USUAL")
-    assert len(await store.claim_due(10, "gone", lease_ms=1)) == 2
-    await asyncio.sleep(0.01)
-    assert await store.reclaim_expired(5, max_attempts_by_type={"ONCE": 1}) == 2
-    assert (await _row(store, once)).status is Status.FAILED
-    assert (await _row(store, usual)).status is Status.RETRYING
-
-
 @pytest.mark.parametrize(
     ("unhandled", "status", "error"),
     [("complete", Status.COMPLETED, None), ("fail", Status.FAILED, "no handler for type UNKNOWN")],

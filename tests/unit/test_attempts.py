@@ -124,16 +124,21 @@ async def test_a_hanging_handler_is_retried_then_dead_lettered_while_others_comp
 
     registry = builtin_registry()
     registry.add("HANGS", hangs, timeout_ms=300, max_attempts=2, retry_base_ms=10)
+    registry.add("HANGS_LONGER", hangs, timeout_ms=600_000)
     store = MemoryEvents()
-    (hanging,) = await _add(store, "HANGS")
-    async with _running(store, registry, concurrency=2):
+    # Started first, with the later deadline: the shorter one must not wait for it.
+    (longer,) = await _add(store, "HANGS_LONGER")
+    async with _running(store, registry, concurrency=3):
+        await _until_status(store, longer, Status.PROCESSING)
+        (hanging,) = await _add(store, "HANGS")
         await _until_status(store, hanging, Status.PROCESSING)
         others = await _add(store, *["QUICK"] * 50)
         row = await _until_status(store, hanging, Status.FAILED)
-        # Two handler slots, one held by the hanging handler: the rest went through the other.
+        # Three handler slots, two held by hanging handlers: the rest went through the third.
         quick = [await _row(store, i) for i in others]
         assert all(r.status is Status.COMPLETED for r in quick)
         attempts = await store.attempts(hanging)
+        assert (await _row(store, longer)).status is Status.PROCESSING
     assert [(a.outcome, a.error) for a in attempts] == [
         ("retrying", "timed out after 300 ms"),
         ("failed", "timed out after 300 ms"),

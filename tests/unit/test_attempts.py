@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -304,3 +305,30 @@ def test_registration_refuses_values_that_are_not_positive(field: str, value: in
 
     with pytest.raises(ConfigurationError, match=field):
         registry.add("X", handler, **{field: value})
+
+
+async def test_handlers_written_before_threads_keep_running_on_the_loop() -> None:
+    loop_thread = threading.get_ident()
+    ran_in: list[int] = []
+
+    async def record(event: EventContext) -> HandlerResult:
+        ran_in.append(threading.get_ident())
+        return {"type": event.type}
+
+    class AsyncCallable:
+        async def __call__(self, event: EventContext) -> HandlerResult:
+            return await record(event)
+
+    registry = builtin_registry()
+    registry.add("OBJECT", AsyncCallable())
+    registry.add("PARTIAL", functools.partial(record))
+    # A plain function handing back a coroutine was a valid handler: it still completes.
+    registry.add("LAMBDA", lambda event: record(event))
+    blocking = {t: r.blocking for t in registry.types if (r := registry.resolve(t)) is not None}
+    assert blocking == {"OBJECT": False, "PARTIAL": False, "LAMBDA": True, "FAIL_TEST": False}
+    store = MemoryEvents()
+    ids = await _add(store, "OBJECT", "PARTIAL", "LAMBDA")
+    async with _running(store, registry):
+        rows = [await _until_status(store, i, Status.COMPLETED) for i in ids]
+    assert [r.result for r in rows] == [f'{{"type":"{r.type}"}}' for r in rows]
+    assert ran_in == [loop_thread] * 3, "the coroutine itself is awaited on the loop"

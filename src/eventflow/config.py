@@ -122,6 +122,24 @@ class Settings(BaseSettings):
     handlers: str = Field(
         "", description="Comma-separated modules whose register(registry) adds handlers"
     )
+    handler_timeout_ms: int = Field(
+        30_000,
+        ge=1,
+        le=24 * 3600 * 1000,
+        description="Time one attempt of a handler may take; then it fails as timed out (and is "
+        "retried). A handler may set its own",
+    )
+    handler_threads: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Threads per worker process for synchronous (plain def) handlers",
+    )
+    unhandled: Literal["complete", "fail"] = Field(
+        "complete",
+        description="Events of a type no handler takes: complete (the default handler) or fail "
+        "(dead-lettered at once)",
+    )
     simulate_latency_ms: int = Field(
         0, ge=0, le=60_000, description="Sleep this long in the built-in handlers (demos)"
     )

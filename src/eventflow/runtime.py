@@ -27,7 +27,7 @@ from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
-from eventflow.worker.handlers import builtin_registry, load_modules
+from eventflow.worker.handlers import HandlerRegistry, builtin_registry, load_modules
 from eventflow.worker.retention import RetentionOptions
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
@@ -112,19 +112,30 @@ def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return probe
 
 
-def make_worker(settings: Settings, broker: Broker, stores: Stores) -> Worker:
-    registry = builtin_registry(settings.simulate_latency_ms)
+def make_registry(settings: Settings) -> HandlerRegistry:
+    registry = builtin_registry(
+        settings.simulate_latency_ms,
+        policy=RetryPolicy(settings.max_attempts, settings.retry_base_ms, settings.retry_max_ms),
+        timeout_ms=settings.handler_timeout_ms,
+        unhandled=settings.unhandled,
+    )
     load_modules(registry, settings.handler_modules)
+    return registry
+
+
+def make_worker(
+    settings: Settings, broker: Broker, stores: Stores, registry: HandlerRegistry
+) -> Worker:
     return Worker(
         broker,
         stores.queue,
         stores.outcomes,
         registry,
-        RetryPolicy(settings.max_attempts, settings.retry_base_ms, settings.retry_max_ms),
         WorkerOptions(
             concurrency=settings.worker_concurrency,
             batch_size=settings.worker_batch_size,
             lease_ms=settings.lease_ms,
+            handler_threads=settings.handler_threads,
         ),
     )
 
@@ -173,7 +184,8 @@ async def open_runtime(
             await writer.start()
             _on_exit(stack, "writer", writer.close)
         if run_worker:
-            worker = make_worker(settings, broker, stores)
+            registry = make_registry(settings)
+            worker = make_worker(settings, broker, stores, registry)
             dispatcher = Dispatcher(
                 stores.upkeep,
                 broker,
@@ -188,6 +200,7 @@ async def open_runtime(
                         pause_ms=settings.retention_pause_ms,
                         interval_ms=settings.retention_interval_ms,
                     ),
+                    max_attempts_by_type=registry.max_attempts_by_type,
                 ),
             )
             await worker.start()

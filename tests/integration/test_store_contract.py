@@ -204,6 +204,20 @@ async def test_the_last_lost_attempt_dead_letters(under: Under) -> None:
     assert (await under.row(event.id)).status is Status.FAILED
 
 
+async def test_a_lost_attempt_counts_against_its_types_own_budget(under: Under) -> None:
+    first, second = await under.add(), await under.add()
+    await under.hinted.claim_ids([first.id, second.id], "w1", lease_ms=1)
+    await asyncio.sleep(0.02)
+    # Both are of type "A": a budget given to "B" leaves them the global 5 ...
+    assert await under.upkeep.reclaim_expired(5, max_attempts_by_type={"B": 1}) == 2
+    assert (await under.row(first.id)).status is Status.RETRYING
+    await under.hinted.claim_ids([first.id, second.id], "w2", lease_ms=1)
+    await asyncio.sleep(0.02)
+    # ... and their own budget of 2 is spent by the second lost attempt.
+    assert await under.upkeep.reclaim_expired(5, max_attempts_by_type={"A": 2, "B": 1}) == 2
+    assert [(await under.row(e.id)).status for e in (first, second)] == [Status.FAILED] * 2
+
+
 async def test_renewed_leases_survive_and_released_events_take_no_outcome(under: Under) -> None:
     event = await under.add()
     (claimed,) = await under.hinted.claim_ids([event.id], "w1", lease_ms=1)

@@ -55,9 +55,8 @@ async def test_outcomes_are_recorded_then_settled() -> None:
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i) for i in range(50)])
     broker.put(_claimed(99, "FAIL_TEST", attempt=1), _claimed(98, "FAIL_TEST", attempt=3))
-    worker = Worker(
-        broker, store, store, builtin_registry(), RetryPolicy(max_attempts=3), WorkerOptions()
-    )
+    registry = builtin_registry(policy=RetryPolicy(max_attempts=3))
+    worker = Worker(broker, store, store, registry, WorkerOptions())
     await _drain(broker, store, 52, worker)
     by_id = {o.event_id: o for o in store.outcomes}
     assert all(by_id[f"e{i}"].status is Status.COMPLETED for i in range(50))
@@ -84,7 +83,7 @@ async def test_concurrency_limit_is_respected() -> None:
     registry.add("SLOW", slow)
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i, "SLOW") for i in range(40)])
-    worker = Worker(broker, store, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    worker = Worker(broker, store, store, registry, WorkerOptions(concurrency=4))
     await _drain(broker, store, 40, worker)
     assert peak == 4
 
@@ -113,7 +112,7 @@ async def test_next_batch_runs_while_outcomes_commit_but_stays_bounded() -> None
     registry.add("COUNT", count)
     broker, store = MemoryBroker(), GatedStore()
     broker.put(*[_claimed(i, "COUNT") for i in range(40)])
-    worker = Worker(broker, store, store, registry, RetryPolicy(), WorkerOptions(concurrency=4))
+    worker = Worker(broker, store, store, registry, WorkerOptions(concurrency=4))
     await worker.start()
     async with asyncio.timeout(5):
         while calls < 8:  # noqa: ASYNC110
@@ -140,8 +139,7 @@ async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
         SqlBroker(store),
         store,
         store,
-        builtin_registry(),
-        RetryPolicy(max_attempts=1),
+        builtin_registry(policy=RetryPolicy(max_attempts=1)),
         WorkerOptions(),
     )
     await worker.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import sqlalchemy as sa
 
 from eventflow.clock import now_ms
@@ -23,8 +25,15 @@ class UpkeepStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def reclaim_expired(self, max_attempts: int, limit: int = 1000) -> int:
-        """Return events whose worker died (lease expired) to the queue, or dead-letter them."""
+    async def reclaim_expired(
+        self,
+        max_attempts: int,
+        limit: int = 1000,
+        max_attempts_by_type: Mapping[str, int] | None = None,
+    ) -> int:
+        """Return events whose worker died (lease expired) to the queue, or dead-letter them
+        once their budget is spent: ``max_attempts``, or their type's in
+        ``max_attempts_by_type``."""
         now = now_ms()
         expired = (
             sa.select(events.c.id)
@@ -36,7 +45,10 @@ class UpkeepStore:
         )
         # A worker that dies on the same event again and again is how a poison event looks, so
         # the lost attempt counts against the budget.
-        exhausted = events.c.attempts - events.c.attempt_base >= max_attempts
+        budget: int | sa.Case[int] = max_attempts
+        if max_attempts_by_type:
+            budget = sa.case(dict(max_attempts_by_type), value=events.c.type, else_=max_attempts)
+        exhausted = events.c.attempts - events.c.attempt_base >= budget
         stmt = (
             sa.update(events)
             .where(

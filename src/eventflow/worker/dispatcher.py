@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 class DispatchStore(PurgeStore, Protocol):
     async def promote_scheduled(self, limit: int = ...) -> int: ...
 
-    async def reclaim_expired(self, max_attempts: int, limit: int = ...) -> int: ...
+    async def reclaim_expired(
+        self,
+        max_attempts: int,
+        limit: int = ...,
+        max_attempts_by_type: Mapping[str, int] | None = ...,
+    ) -> int: ...
 
     async def take_undispatched(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
 
@@ -35,6 +41,8 @@ class DispatchOptions:
     redispatch_after_ms: int = 30_000
     max_attempts: int = 5
     retention: RetentionOptions = field(default_factory=RetentionOptions)
+    # Event types whose handler set its own budget.
+    max_attempts_by_type: Mapping[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -60,7 +68,9 @@ class Dispatcher:
     async def tick(self) -> int:
         """One pass; answers how many events it moved or re-published."""
         promoted = await self._store.promote_scheduled()
-        reclaimed = await self._store.reclaim_expired(self._options.max_attempts)
+        reclaimed = await self._store.reclaim_expired(
+            self._options.max_attempts, max_attempts_by_type=self._options.max_attempts_by_type
+        )
         if reclaimed:
             log.warning("reclaimed %d events from workers whose lease expired", reclaimed)
         published = 0

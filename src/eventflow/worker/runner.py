@@ -10,21 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import orjson
-
 from eventflow.broker.base import Broker
-from eventflow.clock import now_ms
-from eventflow.db.rows import ClaimedEvent, Outcome, Status
+from eventflow.db.rows import ClaimedEvent, Outcome
 from eventflow.ids import new_id
-from eventflow.worker.handlers import EventContext, HandlerRegistry, PermanentError
-from eventflow.worker.retry import RetryPolicy
+from eventflow.worker.attempt import Attempts
+from eventflow.worker.handlers import HandlerRegistry
+from eventflow.worker.threads import HandlerThreads
 
 log = logging.getLogger(__name__)
 
-_MAX_ERROR_CHARS = 2000
 _OUTCOME_FLUSH_S = 0.002
 _CLAIM_GATHER_S = 0.005
 _SHUTDOWN_WRITE_TRIES = 5
+_CANCEL_WAIT_S = 1.0
 
 
 class LeaseStore(Protocol):
@@ -47,6 +45,8 @@ class WorkerOptions:
     batch_size: int = 512
     lease_ms: int = 30_000
     claim_wait_s: float = 1.0
+    # Threads for synchronous handlers, started only as they are needed.
+    handler_threads: int = 32
 
 
 def worker_name() -> str:
@@ -67,21 +67,18 @@ class Worker:
         leases: LeaseStore,
         outcomes: OutcomeStore,
         registry: HandlerRegistry,
-        policy: RetryPolicy,
         options: WorkerOptions,
         name: str | None = None,
     ) -> None:
         self._broker = broker
         self._leases = leases
         self._outcomes = outcomes
-        self._registry = registry
-        self._policy = policy
         self._options = options
         self.name = name or worker_name()
         # Claimed and not yet recorded (running, or finished and waiting for the outcome write).
         self._inflight: dict[str, ClaimedEvent] = {}
-        # One task per running handler.
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = HandlerThreads(options.handler_threads)
+        self._attempts = Attempts(registry, self._threads, self._settled)
         self._done: list[tuple[ClaimedEvent, Outcome]] = []
         self._done_signal = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -103,15 +100,19 @@ class Worker:
         self._capacity.set()
         claim_loop, outcome_loop, lease_loop = self._loops
         await asyncio.gather(claim_loop, return_exceptions=True)
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if self._attempts.running:
+            _, pending = await asyncio.wait(set(self._attempts.running), timeout=grace_s)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            # A handler that swallows the cancellation is not waited for: its event is released.
+            if pending:
+                await asyncio.wait(pending, timeout=_CANCEL_WAIT_S)
+            self._attempts.abandon()
         self._done_signal.set()
         await asyncio.gather(outcome_loop, return_exceptions=True)
         lease_loop.cancel()
         await asyncio.gather(lease_loop, return_exceptions=True)
+        self._threads.close()
         try:
             released = await self._leases.release(self.name)
         except Exception as exc:
@@ -127,7 +128,8 @@ class Worker:
             # the next batch is claimed while the last one's outcomes commit; events waiting for
             # that write are bounded by a second ``concurrency``.
             free = min(
-                opts.concurrency - len(self._tasks), 2 * opts.concurrency - len(self._inflight)
+                opts.concurrency - len(self._attempts.running),
+                2 * opts.concurrency - len(self._inflight),
             )
             if free <= 0:
                 self._capacity.clear()
@@ -143,61 +145,21 @@ class Worker:
                 continue
             for event in claimed:
                 self._inflight[event.id] = event
-                task = asyncio.create_task(self._run(event))
-                self._tasks.add(task)
-                task.add_done_callback(self._handler_done)
+                self._attempts.start(event)
             if 0 < len(claimed) < opts.batch_size // 4:
                 # Work trickles in: let a little more gather, so that claims and outcome writes
                 # stay batches rather than a statement for every few events.
                 await asyncio.sleep(_CLAIM_GATHER_S)
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._capacity.set()
-
-    async def _run(self, event: ClaimedEvent) -> None:
-        started = now_ms()
-        handler = self._registry.resolve(event.type)
-        try:
-            context = EventContext(
-                id=event.id,
-                type=event.type,
-                payload=orjson.loads(event.payload),
-                attempt=event.attempt,
-                user_id=event.user_id,
-                created_at=event.created_at,
-            )
-            result = await handler(context)
-            encoded = orjson.dumps(dict(result)).decode() if result is not None else None
-            outcome = Outcome(event.id, event.attempt, Status.COMPLETED, started, now_ms(), encoded)
-        except asyncio.CancelledError:
-            # Shutdown ran out of grace: the event is released, not failed.
-            raise
-        except Exception as exc:
-            outcome = self._failure(event, exc, started)
+    def _settled(self, event: ClaimedEvent, outcome: Outcome) -> None:
         self._done.append((event, outcome))
         self._done_signal.set()
-
-    def _failure(self, event: ClaimedEvent, exc: Exception, started: int) -> Outcome:
-        error = (str(exc) or type(exc).__name__)[:_MAX_ERROR_CHARS]
-        finished = now_ms()
-        if isinstance(exc, PermanentError) or self._policy.exhausted(event.attempt_in_round):
-            return Outcome(event.id, event.attempt, Status.FAILED, started, finished, error=error)
-        retry_at = finished + self._policy.backoff_ms(event.attempt_in_round)
-        return Outcome(
-            event.id,
-            event.attempt,
-            Status.RETRYING,
-            started,
-            finished,
-            error=error,
-            retry_at=retry_at,
-        )
+        self._capacity.set()
 
     async def _outcome_loop(self) -> None:
         while True:
             if not self._done:
-                if self._stopping.is_set() and not self._tasks:
+                if self._stopping.is_set() and not self._attempts.running:
                     return
                 self._done_signal.clear()
                 await self._done_signal.wait()

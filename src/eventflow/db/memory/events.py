@@ -6,7 +6,7 @@ Each method makes the same state change as the SQL stores' statement of the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 
 from eventflow.clock import now_ms
@@ -130,7 +130,13 @@ class MemoryEvents(MemoryReading):
 
     # -- dispatcher upkeep -------------------------------------------------------------------
 
-    async def reclaim_expired(self, max_attempts: int, limit: int = 1000) -> int:
+    async def reclaim_expired(
+        self,
+        max_attempts: int,
+        limit: int = 1000,
+        max_attempts_by_type: Mapping[str, int] | None = None,
+    ) -> int:
+        budgets = max_attempts_by_type or {}
         now = self._clock()
         expired = sorted(
             (
@@ -141,7 +147,7 @@ class MemoryEvents(MemoryReading):
             key=lambda r: r.lease_until or 0,
         )[:limit]
         for r in expired:
-            exhausted = r.attempts - r.attempt_base >= max_attempts
+            exhausted = r.attempts - r.attempt_base >= budgets.get(r.type, max_attempts)
             r.status = Status.FAILED if exhausted else Status.RETRYING
             r.completed_at = now if exhausted else None
             r.last_error, r.available_at, r.updated_at = LOST_ERROR, now, now

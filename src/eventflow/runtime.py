@@ -19,12 +19,17 @@ from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.broker.sql import SqlBroker
+from eventflow.clock import now_ms
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.stores import Stores, build_stores
 from eventflow.ingest.accept import Acceptor
+from eventflow.ingest.dependency_monitor import DependencyMonitor
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
+from eventflow.metrics import Metrics
+from eventflow.metrics.exposition import Refresh, Scrape, keep_flushed
+from eventflow.metrics.server import serve_metrics
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
 from eventflow.worker.handlers import builtin_registry, load_modules
@@ -33,6 +38,8 @@ from eventflow.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: Each query a scrape runs first, at most; a scrape must answer while the database is away.
+_SCRAPE_QUERY_S = 1.0
 
 
 async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: float) -> None:
@@ -48,6 +55,14 @@ async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: floa
         log.error("shutdown: %s took longer than %.0f s; going on without it", step, seconds)
     except Exception:
         log.exception("shutdown: %s failed; going on", step)
+
+
+def _closer(server: asyncio.Server) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return close
 
 
 def _tune_gc() -> None:
@@ -86,7 +101,48 @@ def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return probe
 
 
-def make_worker(settings: Settings, broker: Broker, stores: Stores) -> Worker:
+def scrape_refresh(
+    settings: Settings,
+    stores: Stores,
+    broker: Broker,
+    metrics: Metrics,
+    monitor: DependencyMonitor | None,
+) -> Refresh:
+    """What a scrape reads first: the backlog (two bounded index scans), and, in a process where
+    no writer's monitor watches the dependencies (``eventflow worker``), whether they answer."""
+
+    async def refresh() -> None:
+        try:
+            async with asyncio.timeout(_SCRAPE_QUERY_S):
+                # Counted up to the backpressure bound: beyond it the exact figure changes nothing.
+                backlog = await stores.queue.backlog(settings.max_queue_depth + 1)
+        except Exception as exc:
+            log.debug("the backlog could not be read for the metrics: %r", exc)
+            database = False
+        else:
+            database = True
+            metrics.queue_depth.set(backlog.depth)
+            waited_ms = 0 if backlog.oldest_ready_at is None else now_ms() - backlog.oldest_ready_at
+            metrics.oldest_age.set(max(0, waited_ms) / 1000)
+        if monitor is None:
+            metrics.dependency("database", up=database)
+            metrics.dependency("broker", up=await _answers(broker.ping))
+
+    return refresh
+
+
+async def _answers(probe: Callable[[], Awaitable[None]]) -> bool:
+    try:
+        async with asyncio.timeout(_SCRAPE_QUERY_S):
+            await probe()
+    except Exception:
+        return False
+    return True
+
+
+def make_worker(
+    settings: Settings, broker: Broker, stores: Stores, metrics: Metrics | None = None
+) -> Worker:
     registry = builtin_registry(settings.simulate_latency_ms)
     load_modules(registry, settings.handler_modules)
     return Worker(
@@ -100,6 +156,7 @@ def make_worker(settings: Settings, broker: Broker, stores: Stores) -> Worker:
             batch_size=settings.worker_batch_size,
             lease_ms=settings.lease_ms,
         ),
+        metrics=metrics,
     )
 
 
@@ -122,6 +179,8 @@ async def open_runtime(
         stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
         await migrate(engine)
         stores = build_stores(engine)
+        metrics = Metrics()
+        stack.push_async_callback(_bounded, "stopping the metrics flush", keep_flushed(metrics), 2)
         broker = make_broker(settings, stores)
         await broker.start()
         stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
@@ -138,12 +197,13 @@ async def open_runtime(
                 max_queue_depth=settings.max_queue_depth,
             ),
             database_probe=database_probe(engine),
+            metrics=metrics,
         )
         if serve_api:
             await writer.start()
             stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
         if run_worker:
-            worker = make_worker(settings, broker, stores)
+            worker = make_worker(settings, broker, stores, metrics)
             dispatcher = Dispatcher(
                 stores.upkeep,
                 broker,
@@ -158,6 +218,18 @@ async def open_runtime(
             await dispatcher.start()
             stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
+        scrape = Scrape(
+            metrics,
+            settings.metrics_token,
+            scrape_refresh(
+                settings, stores, broker, metrics, writer.dependencies if serve_api else None
+            ),
+        )
+        if run_worker and not serve_api and settings.metrics_port is not None:
+            # `up` and `api` answer /metrics on their HTTP port; a lone worker has none.
+            server = await serve_metrics(scrape, settings.host, settings.metrics_port)
+            stack.push_async_callback(_bounded, "closing the metrics port", _closer(server), 2)
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         # Read once: every request signs and checks with the same secret.
         secret = settings.resolve_jwt_secret()
         streams = await stack.enter_async_context(
@@ -193,4 +265,6 @@ async def open_runtime(
             accounts=accounts,
             revocations=stores.revocations,
             stopping=stopping if stopping is not None else asyncio.Event(),
+            metrics=metrics,
+            scrape=scrape,
         )

@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Protocol
 
 import orjson
@@ -16,6 +17,7 @@ from eventflow.broker.base import Broker
 from eventflow.clock import now_ms
 from eventflow.db.rows import ClaimedEvent, Outcome, Status
 from eventflow.ids import new_id
+from eventflow.metrics import Metrics
 from eventflow.worker.handlers import EventContext, HandlerRegistry, PermanentError
 from eventflow.worker.retry import RetryPolicy
 
@@ -70,6 +72,7 @@ class Worker:
         policy: RetryPolicy,
         options: WorkerOptions,
         name: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._broker = broker
         self._leases = leases
@@ -78,6 +81,9 @@ class Worker:
         self._policy = policy
         self._options = options
         self.name = name or worker_name()
+        self._metrics = metrics = metrics if metrics is not None else Metrics()
+        self._claim_seconds = metrics.worker_stage.labels("claim")
+        self._write_seconds = metrics.worker_stage.labels("outcome_write")
         # Claimed and not yet recorded (running, or finished and waiting for the outcome write).
         self._inflight: dict[str, ClaimedEvent] = {}
         # One task per running handler.
@@ -133,6 +139,7 @@ class Worker:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
+            asked = perf_counter()
             try:
                 claimed = await self._broker.claim(
                     min(free, opts.batch_size), self.name, opts.lease_ms, opts.claim_wait_s
@@ -141,6 +148,8 @@ class Worker:
                 log.warning("claim failed, retrying in 1 s: %r", exc)
                 await _sleep_unless(self._stopping, 1.0)
                 continue
+            if claimed:
+                self._claim_seconds.observe(perf_counter() - asked)
             for event in claimed:
                 self._inflight[event.id] = event
                 task = asyncio.create_task(self._run(event))
@@ -158,6 +167,7 @@ class Worker:
     async def _run(self, event: ClaimedEvent) -> None:
         started = now_ms()
         handler = self._registry.resolve(event.type)
+        clock = perf_counter()
         try:
             context = EventContext(
                 id=event.id,
@@ -167,7 +177,10 @@ class Worker:
                 user_id=event.user_id,
                 created_at=event.created_at,
             )
-            result = await handler(context)
+            try:
+                result = await handler(context)
+            finally:
+                self._handled(event.type, perf_counter() - clock)
             encoded = orjson.dumps(dict(result)).decode() if result is not None else None
             outcome = Outcome(event.id, event.attempt, Status.COMPLETED, started, now_ms(), encoded)
         except asyncio.CancelledError:
@@ -177,6 +190,11 @@ class Worker:
             outcome = self._failure(event, exc, started)
         self._done.append((event, outcome))
         self._done_signal.set()
+
+    def _handled(self, event_type: str, seconds: float) -> None:
+        # Lean recorders: two observations per event, flushed in bulk (metrics/lean.py).
+        self._metrics.handler_stage.observe(seconds)
+        self._metrics.handler_seconds(event_type).observe(seconds)
 
     def _failure(self, event: ClaimedEvent, exc: Exception, started: int) -> Outcome:
         error = (str(exc) or type(exc).__name__)[:_MAX_ERROR_CHARS]
@@ -211,6 +229,7 @@ class Worker:
         events = [event for event, _ in batch]
         delay = 0.1
         tries = 0
+        began = perf_counter()
         while True:
             try:
                 await self._outcomes.record_outcomes(self.name, [o for _, o in batch])
@@ -234,6 +253,8 @@ class Worker:
             log.warning(
                 "settling %d hints failed (they will be re-delivered): %r", len(events), exc
             )
+        self._write_seconds.observe(perf_counter() - began)
+        self._metrics.count_outcomes((event.type, outcome.status) for event, outcome in batch)
         for event in events:
             self._inflight.pop(event.id, None)
         self.processed += len(events)

@@ -1,0 +1,63 @@
+"""Observations kept in plain Python on the hot path and moved into Prometheus metrics in bulk.
+
+A ``Histogram.observe`` of prometheus-client costs 1.5-2 µs (5 µs in multiprocess mode, where
+every increment writes an mmap'd file under a lock); an ingest request costs about 35 µs of CPU
+on PostgreSQL. ``Observations.observe`` is one ``bisect`` and two additions (about 0.2 µs), and
+``flush`` (once a second, and before every scrape) adds what gathered to the histogram's own
+buckets: one increment per bucket that moved, whatever the number of observations.
+
+``flush`` writes the histogram's bucket and sum values directly (``_upper_bounds``,
+``_buckets``, ``_sum``): prometheus-client has no bulk observe. tests/unit/test_metrics.py
+fails if those change (the library is pinned below its next major version).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+
+class Observations:
+    """Observations of one histogram (a labelled child, or one without labels)."""
+
+    __slots__ = ("_bounds", "_counts", "_sum", "_target")
+
+    def __init__(self, target: Histogram) -> None:
+        self._target: Any = target
+        self._bounds: tuple[float, ...] = tuple(self._target._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # Prometheus buckets are "less than or equal": the first bound >= value, as observe().
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        buckets = self._target._buckets
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+                counts[index] = 0
+        self._target._sum.inc(self._sum)
+        self._sum = 0.0
+
+
+class Tally:
+    """Increments of one counter (a labelled child, or one without labels)."""
+
+    __slots__ = ("_target", "count")
+
+    def __init__(self, target: Counter) -> None:
+        self._target = target
+        self.count = 0
+
+    def flush(self) -> None:
+        if self.count:
+            self._target.inc(self.count)
+            self.count = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from eventflow.errors import ConfigurationError
 from eventflow.metrics.exposition import CONTENT_TYPE, Scrape
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,12 @@ async def serve_metrics(scrape: Scrape, host: str, port: int) -> asyncio.Server:
         finally:
             writer.close()
 
-    return await asyncio.start_server(connection, host, port, limit=_HEAD_LIMIT)
+    try:
+        return await asyncio.start_server(connection, host, port, limit=_HEAD_LIMIT)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"EVENTFLOW_METRICS_PORT={port}: cannot listen on {host}:{port} ({exc.strerror})"
+        ) from exc
 
 
 async def _answer(scrape: Scrape, head: bytes) -> bytes:

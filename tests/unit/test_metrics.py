@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow.api.ingest_metrics import rejection_reason
@@ -91,7 +91,15 @@ def test_lean_observations_expose_what_observe_would(values: Sequence[float]) ->
     observed = Histogram("h", "h", buckets=buckets, registry=direct)
     for value in values:
         observed.observe(value)
-    recorder = Observations(Histogram("h", "h", buckets=buckets, registry=lean))
+    # One recorder may feed two histograms and count its observations.
+    twin, counted = CollectorRegistry(), CollectorRegistry()
+    recorder = Observations(
+        [
+            Histogram("h", "h", buckets=buckets, registry=lean),
+            Histogram("h", "h", buckets=buckets, registry=twin),
+        ],
+        Counter("n", "n", registry=counted),
+    )
     for value in values:
         recorder.observe(value)
     recorder.flush()
@@ -106,7 +114,8 @@ def test_lean_observations_expose_what_observe_would(values: Sequence[float]) ->
             if not s.name.endswith("_created")
         ]
 
-    assert counts(lean) == counts(direct)
+    assert counts(lean) == counts(twin) == counts(direct)
+    assert counts(counted) == [("n_total", {}, len(values))]
 
 
 def test_the_token_is_required_when_set() -> None:
@@ -156,6 +165,7 @@ async def test_a_group_commit_is_counted_once_per_group() -> None:
         await asyncio.sleep(0.05)  # the last group's answer stage is measured a turn later
     finally:
         await writer.close()
+    metrics.flush()
     samples = _samples(metrics)
     assert samples[("eventflow_events_accepted_total", ())] == 21
     assert samples[("eventflow_events_deduplicated_total", ())] == 1

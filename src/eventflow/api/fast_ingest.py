@@ -75,7 +75,7 @@ class IngestHandler:
             refusal = _refusal(exc)
             recorder.refused(exc, refusal.status_code, perf_counter() - started, direct=False)
             return refusal
-        recorder.accepted(perf_counter() - started, direct=False)
+        recorder.app.observe(perf_counter() - started)
         return _Accepted(result)
 
     async def serve(
@@ -96,7 +96,7 @@ class IngestHandler:
             )
             return
         await _Accepted(result)(scope, receive, send)
-        state.ingest_recorders[self._batch].accepted(perf_counter() - started, direct=True)
+        state.ingest_recorders[self._batch].direct.observe(perf_counter() - started)
 
     async def _accept(
         self, services: Services, headers: dict[bytes, str], receive: Receive

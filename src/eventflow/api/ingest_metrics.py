@@ -4,6 +4,7 @@ refused request is counted under."""
 from __future__ import annotations
 
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from eventflow.errors import Overloaded
 from eventflow.metrics import Metrics
@@ -28,37 +29,36 @@ def rejection_reason(exc: Exception, status: int) -> str:
 
 
 class RouteRecorder:
-    """One ingest route's per-request metrics: its latency to the 202, and, for the requests
-    ``DirectIngest`` serves (which no middleware sees), the HTTP request count and duration."""
+    """One ingest route's per-request metrics, each a single lean ``observe``.
 
-    __slots__ = ("_direct_duration", "_latency", "_metrics", "_route", "_statuses")
+    ``direct`` is for the requests ``DirectIngest`` serves, which no middleware sees: one
+    observation of a 202 is its ingest latency, its HTTP duration and its HTTP count. ``app``
+    is for those that come through the app, whose middleware counts and times the request.
+    """
+
+    __slots__ = ("_direct_refusals", "_metrics", "_route", "_statuses", "app", "direct")
 
     def __init__(self, metrics: Metrics, route: str) -> None:
         self._metrics = metrics
         self._route = route
-        self._latency = metrics.observations(metrics.ingest_latency.labels(route))
-        self._direct_duration = metrics.observations(metrics.http_duration.labels(route, "POST"))
+        latency = metrics.ingest_latency.labels(route)
+        duration = metrics.http_duration.labels(route, "POST")
+        self.direct = metrics.observations([latency, duration], self._requests(202))
+        self.app = metrics.observations([latency])
+        self._direct_refusals = metrics.observations([duration])
         self._statuses: dict[int, Tally] = {}
-        self._status(202)
-
-    def accepted(self, seconds: float, *, direct: bool) -> None:
-        self._latency.observe(seconds)
-        if direct:
-            self._direct_duration.observe(seconds)
-            self._statuses[202].count += 1
 
     def refused(self, exc: Exception, status: int, seconds: float, *, direct: bool) -> None:
         self._metrics.rejected.labels(rejection_reason(exc, status)).inc()
         if direct:
-            self._direct_duration.observe(seconds)
-            self._status(status).count += 1
+            self._direct_refusals.observe(seconds)
+            tally = self._statuses.get(status)
+            if tally is None:
+                tally = self._statuses[status] = self._metrics.tally(self._requests(status))
+            tally.count += 1
 
-    def _status(self, status: int) -> Tally:
-        tally = self._statuses.get(status)
-        if tally is None:
-            metric = self._metrics.http_requests.labels(self._route, "POST", str(status))
-            tally = self._statuses[status] = self._metrics.tally(metric)
-        return tally
+    def _requests(self, status: int) -> Counter:
+        return self._metrics.http_requests.labels(self._route, "POST", str(status))
 
 
 def recorders(app: FastAPI, metrics: Metrics) -> tuple[RouteRecorder, RouteRecorder]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -143,13 +143,15 @@ class Metrics:
             registry=r,
         )
         self._handler_seconds: dict[str, Observations] = {}
-        self.handler_stage = self.observations(self.worker_stage.labels("handler"))
+        self.handler_stage = self.observations([self.worker_stage.labels("handler")])
         for dependency in DEPENDENCIES:
             self.dependency_up.labels(dependency).set(1)
 
-    def observations(self, target: Histogram) -> Observations:
-        """A lean recorder of ``target``, flushed with the others."""
-        lean = Observations(target)
+    def observations(
+        self, targets: Sequence[Histogram], counted: Counter | None = None
+    ) -> Observations:
+        """A lean recorder of ``targets`` (and ``counted``), flushed with the others."""
+        lean = Observations(targets, counted)
         self._lean.append(lean)
         return lean
 
@@ -170,7 +172,7 @@ class Metrics:
         lean = self._handler_seconds.get(label)
         if lean is None:
             lean = self._handler_seconds[label] = self.observations(
-                self.handler_duration.labels(label)
+                [self.handler_duration.labels(label)]
             )
         return lean
 

@@ -6,7 +6,11 @@ on PostgreSQL. ``Observations.observe`` is one ``bisect`` and two additions (abo
 ``flush`` (once a second, and before every scrape) adds what gathered to the histogram's own
 buckets: one increment per bucket that moved, whatever the number of observations.
 
-``flush`` writes the histogram's bucket and sum values directly (``_upper_bounds``,
+One recorder may feed several histograms with the same buckets and a counter of its
+observations: a request served by the lean ingest path is then one ``observe`` for its latency,
+its HTTP duration and its HTTP count.
+
+``flush`` writes the histograms' bucket and sum values directly (``_upper_bounds``,
 ``_buckets``, ``_sum``): prometheus-client has no bulk observe. tests/unit/test_metrics.py
 fails if those change (the library is pinned below its next major version).
 """
@@ -14,19 +18,24 @@ fails if those change (the library is pinned below its next major version).
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 
 class Observations:
-    """Observations of one histogram (a labelled child, or one without labels)."""
+    """Observations for ``targets`` (histograms or labelled children with the same buckets),
+    and their number for ``counted`` (a counter or a labelled child), if given."""
 
-    __slots__ = ("_bounds", "_counts", "_sum", "_target")
+    __slots__ = ("_bounds", "_counted", "_counts", "_sum", "_targets")
 
-    def __init__(self, target: Histogram) -> None:
-        self._target: Any = target
-        self._bounds: tuple[float, ...] = tuple(self._target._upper_bounds)
+    def __init__(self, targets: Sequence[Histogram], counted: Counter | None = None) -> None:
+        self._targets: list[Any] = list(targets)
+        self._counted = counted
+        self._bounds: tuple[float, ...] = tuple(self._targets[0]._upper_bounds)
+        if any(tuple(t._upper_bounds) != self._bounds for t in self._targets):
+            raise ValueError("the histograms of one recorder must share their buckets")
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
 
@@ -37,14 +46,18 @@ class Observations:
 
     def flush(self) -> None:
         counts = self._counts
-        if not any(counts):
+        total = sum(counts)
+        if not total:
             return
-        buckets = self._target._buckets
-        for index, count in enumerate(counts):
-            if count:
-                buckets[index].inc(count)
-                counts[index] = 0
-        self._target._sum.inc(self._sum)
+        for target in self._targets:
+            buckets = target._buckets
+            for index, count in enumerate(counts):
+                if count:
+                    buckets[index].inc(count)
+            target._sum.inc(self._sum)
+        if self._counted is not None:
+            self._counted.inc(total)
+        self._counts = [0] * len(counts)
         self._sum = 0.0
 
 

@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +23,7 @@ from eventflow.clock import now_ms
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
+from eventflow.db.rows import Backlog
 from eventflow.db.stores import Stores, build_stores
 from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.dependency_monitor import DependencyMonitor
@@ -101,9 +102,15 @@ def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return probe
 
 
+class BacklogStore(Protocol):
+    async def backlog(self, count_limit: int) -> Backlog:
+        """Events ready to run and not claimed: how many (at most ``count_limit``), and since
+        when the oldest has been ready."""
+
+
 def scrape_refresh(
     settings: Settings,
-    stores: Stores,
+    store: BacklogStore,
     broker: Broker,
     metrics: Metrics,
     monitor: DependencyMonitor | None,
@@ -115,7 +122,7 @@ def scrape_refresh(
         try:
             async with asyncio.timeout(_SCRAPE_QUERY_S):
                 # Counted up to the backpressure bound: beyond it the exact figure changes nothing.
-                backlog = await stores.queue.backlog(settings.max_queue_depth + 1)
+                backlog = await store.backlog(settings.max_queue_depth + 1)
         except Exception as exc:
             log.debug("the backlog could not be read for the metrics: %r", exc)
             database = False
@@ -222,7 +229,7 @@ async def open_runtime(
             metrics,
             settings.metrics_token,
             scrape_refresh(
-                settings, stores, broker, metrics, writer.dependencies if serve_api else None
+                settings, stores.queue, broker, metrics, writer.dependencies if serve_api else None
             ),
         )
         if run_worker and not serve_api and settings.metrics_port is not None:

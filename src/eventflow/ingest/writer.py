@@ -67,13 +67,16 @@ class GroupCommitWriter:
         metrics: Metrics | None = None,
     ) -> None:
         self._repo = repo
-        self._metrics = metrics = metrics if metrics is not None else Metrics()
+        metrics = metrics if metrics is not None else Metrics()
         # Lean recorders (metrics/lean.py): a group's observations cost a bisect each.
         self._stage = {
             name: metrics.observations([metrics.ingest_stage.labels(name)])
             for name in INGEST_STAGES
         }
         self._group_size = metrics.observations([metrics.group_size])
+        self._accepted = metrics.tally(metrics.accepted)
+        self._process_accepted = metrics.tally(metrics.process_accepted)
+        self._deduplicated = metrics.tally(metrics.deduplicated)
         self._broker = broker
         self._limits = limits
         self._probe_database: Probe = database_probe or repo.queue_depth
@@ -154,14 +157,9 @@ class GroupCommitWriter:
 
     async def _write_in_slot(self, batch: list[_Pending], taken: float) -> None:
         try:
-            answered = await self._write(batch, taken)
+            await self._write(batch, taken)
         finally:
             self._slots.release()
-        if answered is not None:
-            # The requests just woken run before this task's next step: each sends its 202
-            # in that step (writing to a socket does not wait), so this measures their answers.
-            await asyncio.sleep(0)
-            self._stage["answer"].observe(perf_counter() - answered)
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -177,15 +175,14 @@ class GroupCommitWriter:
             self._wakeup.clear()
         return batch
 
-    async def _write(self, batch: list[_Pending], taken: float) -> float | None:
-        """Write one group and wake its requests; answers when they were woken (None: failed)."""
+    async def _write(self, batch: list[_Pending], taken: float) -> None:
         rows = [e for p in batch for e in p.events]
         stage = self._stage
         stage["wait"].observe(taken - batch[0].submitted)
         if self.dependencies.database_down is not None:
             # Requests queued before the failure was seen must not each wait for a timeout.
             _fail(batch, self.dependencies.database_error())
-            return None
+            return
         started = perf_counter()
         written: list[float] = []
         try:
@@ -195,7 +192,7 @@ class GroupCommitWriter:
             log.warning("group commit of %d events failed: %r", len(rows), exc)
             self.dependencies.database_failed(exc)
             _fail(batch, self.dependencies.database_error())
-            return None
+            return
         committed = perf_counter()
         self._count(stored, started, written, committed)
         ready = [s.id for s in stored if s.status is Status.QUEUED and not s.duplicate]
@@ -210,14 +207,17 @@ class GroupCommitWriter:
             offset += len(p.events)
             if not p.done.done():
                 p.done.set_result(part)
-        return perf_counter()
+        # The requests just woken run first, each sending its 202 in that step (writing to a
+        # socket does not wait); a callback queued after them measures their answers.
+        asyncio.get_running_loop().call_soon(self._answered, perf_counter())
+
+    def _answered(self, woken: float) -> None:
+        self._stage["answer"].observe(perf_counter() - woken)
 
     def _count(
         self, stored: list[StoredEvent], started: float, written: list[float], committed: float
     ) -> None:
-        """A committed group's metrics: a few observations per group, none per event. The
-        counts are written at once, so that a scrape after a 202 always includes it."""
-        metrics = self._metrics
+        """A committed group's metrics: a few lean observations per group, none per event."""
         if written:
             self._stage["insert"].observe(written[0] - started)
             self._stage["commit"].observe(committed - written[0])
@@ -226,10 +226,9 @@ class GroupCommitWriter:
             self._stage["insert"].observe(committed - started)
         duplicates = sum(1 for s in stored if s.duplicate)
         new = len(stored) - duplicates
-        metrics.accepted.inc(new)
-        metrics.process_accepted.inc(new)
-        if duplicates:
-            metrics.deduplicated.inc(duplicates)
+        self._accepted.count += new
+        self._process_accepted.count += new
+        self._deduplicated.count += duplicates
         self._group_size.observe(len(stored))
 
     async def publish(self, ready: list[str]) -> None:

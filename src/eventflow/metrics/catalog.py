@@ -155,7 +155,7 @@ class Metrics:
         self._lean.append(lean)
         return lean
 
-    def tally(self, target: Counter) -> Tally:
+    def tally(self, target: Counter | Gauge) -> Tally:
         """A lean counter of ``target``, flushed with the others."""
         lean = Tally(target)
         self._lean.append(lean)

@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 
 class Observations:
@@ -62,11 +62,11 @@ class Observations:
 
 
 class Tally:
-    """Increments of one counter (a labelled child, or one without labels)."""
+    """Increments of one counter or gauge (a labelled child, or one without labels)."""
 
     __slots__ = ("_target", "count")
 
-    def __init__(self, target: Counter) -> None:
+    def __init__(self, target: Counter | Gauge) -> None:
         self._target = target
         self.count = 0
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventflow.config_checks import (
     MIN_SECRET_LENGTH,
+    check_header_token,
     check_redis_prefix,
     check_secret_strength,
     kept_secret,
@@ -238,6 +239,18 @@ class Settings(BaseSettings):
         description="Argon2id hashes (logins, registrations) run at once per API process "
         "(unset: the CPUs available)",
     )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that GET /metrics requires (unset: /metrics is open to anyone "
+        "who reaches the port)",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port on EVENTFLOW_HOST where `eventflow worker` serves GET /metrics (unset: "
+        "none); up and api serve /metrics on their HTTP port",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("database_url")
@@ -269,6 +282,14 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: str, info: ValidationInfo) -> str:
         parse_rate(f"EVENTFLOW_{(info.field_name or '').upper()}", value)
         return value.strip()
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        check_header_token("EVENTFLOW_METRICS_TOKEN", value)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -30,6 +30,18 @@ def check_redis_prefix(prefix: str) -> None:
         )
 
 
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
+
+
+def check_header_token(name: str, token: str) -> None:
+    """A token that clients send in an ``Authorization`` header: visible ASCII, 16+ characters."""
+    if not _HEADER_TOKEN.fullmatch(token):
+        raise ConfigurationError(
+            f"{name} must be 16 to 512 visible ASCII characters (no spaces), for example "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+
+
 def parse_rate(name: str, value: str) -> RateLimitItem | None:
     """A rate limit setting as the ``limits`` library reads it (``10/minute``, ``5/10 seconds``);
     None when empty (no limit)."""

@@ -122,3 +122,8 @@ class ServiceUnavailable(EventflowError):
 
     def __init__(self, detail: str, *, retry_after: int = 1) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class Overloaded(ServiceUnavailable):
+    """More events wait than EventFlow takes on (backpressure): the same answer as any 503,
+    counted apart in the metrics (``overloaded``, not ``unavailable``)."""

@@ -12,6 +12,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from eventflow.config import Settings
+from eventflow.metrics.exposition import process_exited
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Supervisor(Multiprocess):
                 continue
             process.kill()
             process.join()
+            process_exited(process.pid)
             if process.exitcode == STARTUP_FAILURE:
                 # Broken before it served (the app, the socket): every restart would fail too.
                 log.error("HTTP process [%s] failed to start; stopping", process.pid)
@@ -92,7 +94,14 @@ class Supervisor(Multiprocess):
                 return
             old.terminate()
             old.join()
+            process_exited(old.pid)
             self.processes[idx] = new
+
+    def handle_ttou(self) -> None:
+        retired = self.processes[-1] if self.processes_num > 1 else None
+        super().handle_ttou()
+        if retired is not None:
+            process_exited(retired.pid)
 
     def handle_ttin(self) -> None:
         self.processes_num += 1

@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,12 +19,18 @@ from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.broker.sql import SqlBroker
+from eventflow.clock import now_ms
 from eventflow.config import Settings
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
+from eventflow.db.rows import Backlog
 from eventflow.db.stores import Stores, build_stores
 from eventflow.ingest.accept import Acceptor
+from eventflow.ingest.dependency_monitor import DependencyMonitor
 from eventflow.ingest.writer import GroupCommitWriter, WriterLimits
+from eventflow.metrics import Metrics
+from eventflow.metrics.exposition import Refresh, Scrape, keep_flushed
+from eventflow.metrics.server import serve_metrics
 from eventflow.services import Services
 from eventflow.worker.dispatcher import Dispatcher, DispatchOptions
 from eventflow.worker.handlers import HandlerRegistry, builtin_registry, load_modules
@@ -34,6 +40,8 @@ from eventflow.worker.runner import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: Each query a scrape runs first, at most; a scrape must answer while the database is away.
+_SCRAPE_QUERY_S = 1.0
 
 #: The deadline of each shutdown step, in seconds. A process's steps run one after another, so
 #: their sum bounds its shutdown (``shutdown_deadline_s``); process managers must wait longer
@@ -46,9 +54,10 @@ STEP_DEADLINES_S: dict[str, float] = {
     "writer": 10,
     "broker": 5,
     "database pool": 5,
+    "metrics port": 2,
 }
 _API_STEPS = ("account poll", "writer")
-_WORKER_STEPS = ("dispatcher", "worker")
+_WORKER_STEPS = ("dispatcher", "worker", "metrics port")
 
 
 def shutdown_deadline_s(*, serve_api: bool, run_worker: bool) -> float:
@@ -74,6 +83,14 @@ async def _bounded(step: str, stop: Callable[[], Awaitable[None]], seconds: floa
 
 def _on_exit(stack: AsyncExitStack, step: str, stop: Callable[[], Awaitable[None]]) -> None:
     stack.push_async_callback(_bounded, step, stop, STEP_DEADLINES_S[step])
+
+
+def _closer(server: asyncio.Server) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return close
 
 
 def _tune_gc() -> None:
@@ -112,6 +129,51 @@ def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
     return probe
 
 
+class BacklogStore(Protocol):
+    async def backlog(self, count_limit: int) -> Backlog:
+        """Events ready to run and not claimed: how many (at most ``count_limit``), and since
+        when the oldest has been ready."""
+
+
+def scrape_refresh(
+    settings: Settings,
+    store: BacklogStore,
+    broker: Broker,
+    metrics: Metrics,
+    monitor: DependencyMonitor | None,
+) -> Refresh:
+    """What a scrape reads first: the backlog (two bounded index scans), and, in a process where
+    no writer's monitor watches the dependencies (``eventflow worker``), whether they answer."""
+
+    async def refresh() -> None:
+        try:
+            async with asyncio.timeout(_SCRAPE_QUERY_S):
+                # Counted up to the backpressure bound: beyond it the exact figure changes nothing.
+                backlog = await store.backlog(settings.max_queue_depth + 1)
+        except Exception as exc:
+            log.debug("the backlog could not be read for the metrics: %r", exc)
+            database = False
+        else:
+            database = True
+            metrics.queue_depth.set(backlog.depth)
+            waited_ms = 0 if backlog.oldest_ready_at is None else now_ms() - backlog.oldest_ready_at
+            metrics.oldest_age.set(max(0, waited_ms) / 1000)
+        if monitor is None:
+            metrics.dependency("database", up=database)
+            metrics.dependency("broker", up=await _answers(broker.ping))
+
+    return refresh
+
+
+async def _answers(probe: Callable[[], Awaitable[None]]) -> bool:
+    try:
+        async with asyncio.timeout(_SCRAPE_QUERY_S):
+            await probe()
+    except Exception:
+        return False
+    return True
+
+
 def make_registry(settings: Settings) -> HandlerRegistry:
     registry = builtin_registry(
         settings.simulate_latency_ms,
@@ -124,7 +186,11 @@ def make_registry(settings: Settings) -> HandlerRegistry:
 
 
 def make_worker(
-    settings: Settings, broker: Broker, stores: Stores, registry: HandlerRegistry
+    settings: Settings,
+    broker: Broker,
+    stores: Stores,
+    registry: HandlerRegistry,
+    metrics: Metrics | None = None,
 ) -> Worker:
     return Worker(
         broker,
@@ -137,6 +203,7 @@ def make_worker(
             lease_ms=settings.lease_ms,
             handler_threads=settings.handler_threads,
         ),
+        metrics=metrics,
     )
 
 
@@ -163,6 +230,8 @@ async def open_runtime(
         _on_exit(stack, "database pool", engine.dispose)
         await migrate(engine)
         stores = build_stores(engine)
+        metrics = Metrics()
+        stack.push_async_callback(_bounded, "stopping the metrics flush", keep_flushed(metrics), 2)
         broker = make_broker(settings, stores)
         await broker.start()
         _on_exit(stack, "broker", broker.close)
@@ -179,13 +248,14 @@ async def open_runtime(
                 max_queue_depth=settings.max_queue_depth,
             ),
             database_probe=database_probe(engine),
+            metrics=metrics,
         )
         if serve_api:
             await writer.start()
             _on_exit(stack, "writer", writer.close)
         if run_worker:
             registry = make_registry(settings)
-            worker = make_worker(settings, broker, stores, registry)
+            worker = make_worker(settings, broker, stores, registry, metrics)
             dispatcher = Dispatcher(
                 stores.upkeep,
                 broker,
@@ -208,6 +278,18 @@ async def open_runtime(
             await dispatcher.start()
             _on_exit(stack, "dispatcher", dispatcher.stop)
             log.info("worker %s started (broker: %s)", worker.name, broker.name)
+        scrape = Scrape(
+            metrics,
+            settings.metrics_token,
+            scrape_refresh(
+                settings, stores.queue, broker, metrics, writer.dependencies if serve_api else None
+            ),
+        )
+        if run_worker and not serve_api and settings.metrics_port is not None:
+            # `up` and `api` answer /metrics on their HTTP port; a lone worker has none.
+            server = await serve_metrics(scrape, settings.host, settings.metrics_port)
+            _on_exit(stack, "metrics port", _closer(server))
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         # Read once: every request signs and checks with the same secret.
         secret = settings.resolve_jwt_secret()
         streams = await stack.enter_async_context(
@@ -243,4 +325,6 @@ async def open_runtime(
             accounts=accounts,
             revocations=stores.revocations,
             stopping=stopping if stopping is not None else asyncio.Event(),
+            metrics=metrics,
+            scrape=scrape,
         )

@@ -17,6 +17,7 @@ from eventflow.api.app import create_asgi_app
 from eventflow.config import Settings
 from eventflow.http_processes import RUN_WORKER_ENV, Supervisor
 from eventflow.http_protocol import HttpLimits, LimitedConfig
+from eventflow.metrics.exposition import shared_by_processes
 from eventflow.runtime import open_runtime
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ def serve(settings: Settings, *, run_worker: bool) -> bool:
     # The supervisor's config only binds the socket and counts processes (its app is never
     # loaded): each process builds its own server and app (``http_processes.py``).
     config = _config("eventflow.serve:make_server", settings, workers=settings.http_workers)
-    Supervisor(config, sockets=[config.bind_socket()]).run()
+    # The processes' metrics meet in a directory made before any of them starts.
+    with shared_by_processes():
+        Supervisor(config, sockets=[config.bind_socket()]).run()
     return True
 
 

@@ -17,6 +17,8 @@ from eventflow.broker.base import Broker
 from eventflow.config import Settings
 from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.writer import GroupCommitWriter
+from eventflow.metrics import Metrics
+from eventflow.metrics.exposition import Scrape
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,6 @@ class Services:
     revocations: SessionRevocations
     #: Set when a graceful shutdown begins, so open event streams end at once (serve.py).
     stopping: asyncio.Event
+    #: This process's metrics, and what answers their scrapes (``GET /metrics``).
+    metrics: Metrics
+    scrape: Scrape

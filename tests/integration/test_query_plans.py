@@ -70,6 +70,7 @@ async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEn
         ("ix_events_due", lambda: upkeep.take_undispatched(1000)),
         ("ix_events_due", queue.queue_depth),
         ("ix_events_due", stores.ingest.queue_depth),
+        ("ix_events_due", lambda: queue.backlog(1000)),
         ("ix_events_lease", lambda: upkeep.reclaim_expired(5)),
         ("ix_events_lease", lambda: queue.release("w")),
     ]

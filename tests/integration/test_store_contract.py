@@ -21,13 +21,14 @@ from eventflow.clock import now_ms
 from eventflow.db.engine import create_engine
 from eventflow.db.memory import MemoryEvents, MemoryUsers
 from eventflow.db.migrate import migrate
-from eventflow.db.rows import EventRow, FeedQuery, NewEvent, Outcome, Status, UserRow
+from eventflow.db.rows import Backlog, EventRow, FeedQuery, NewEvent, Outcome, Status, UserRow
 from eventflow.db.stores import build_stores
 from eventflow.db.upkeep import LOST_ERROR
 from eventflow.db.users import EmailTaken
 from eventflow.ids import new_id
 from eventflow.ingest.store import IngestStore
 from eventflow.operators import AccountAdmin
+from eventflow.runtime import BacklogStore
 from eventflow.worker.dispatcher import DispatchStore
 from eventflow.worker.runner import LeaseStore, OutcomeStore
 from tests.conftest import SettingsFactory
@@ -51,6 +52,7 @@ class Under:
     users: AccountStore
     accounts: AccountReader
     admin: AccountAdmin
+    backlog: BacklogStore
     user_id: str = ""
 
     async def add(self, status: Status = Status.QUEUED, key: str | None = None) -> NewEvent:
@@ -86,7 +88,18 @@ async def under(url: str | None) -> AsyncIterator[Under]:
     if url is None:
         events, users = MemoryEvents(), MemoryUsers()
         memory = Under(
-            events, events, events, events, events, events, events, events, users, users, users
+            events,
+            events,
+            events,
+            events,
+            events,
+            events,
+            events,
+            events,
+            users,
+            users,
+            users,
+            events,
         )
         await memory.users.create(user)
         memory.user_id = user.id
@@ -96,7 +109,7 @@ async def under(url: str | None) -> AsyncIterator[Under]:
     await migrate(engine)
     s = build_stores(engine)
     q, u = s.queue, s.users
-    under = Under(s.ingest, q, q, q, s.outcomes, s.upkeep, s.reading, s.feed, u, u, u)
+    under = Under(s.ingest, q, q, q, s.outcomes, s.upkeep, s.reading, s.feed, u, u, u, q)
     await under.users.create(user)
     under.user_id = user.id
     try:
@@ -135,6 +148,18 @@ async def test_insert_claim_complete(under: Under) -> None:
     history = await under.reading.attempts(event.id)
     assert [(a.number, a.outcome, a.worker) for a in history] == [(1, "completed", "w1")]
     assert await under.due.queue_depth() == 0
+
+
+async def test_the_backlog_counts_ready_events_up_to_its_bound(under: Under) -> None:
+    assert await under.backlog.backlog(10) == Backlog(0, None)
+    first = await under.add()
+    await under.add()
+    await under.add(Status.SCHEDULED)  # due, but not ready until promoted
+    backlog = await under.backlog.backlog(10)
+    assert (backlog.depth, backlog.oldest_ready_at) == (2, first.available_at)
+    assert (await under.backlog.backlog(1)).depth == 1
+    await under.hinted.claim_ids([first.id], "w1", LEASE_MS)
+    assert (await under.backlog.backlog(10)).depth == 1
 
 
 async def test_a_repeated_idempotency_key_answers_the_original(under: Under) -> None:

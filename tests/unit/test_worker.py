@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from eventflow.broker.memory import MemoryBroker
 from eventflow.broker.sql import SqlBroker
 from eventflow.clock import now_ms
 from eventflow.db.memory import MemoryEvents
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status
 from eventflow.ids import new_id
+from eventflow.metrics import Metrics
 from eventflow.worker.handlers import EventContext, HandlerResult, builtin_registry
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
@@ -151,3 +155,32 @@ async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
     assert [r.status if r else None for r in rows] == [Status.COMPLETED] * 5 + [Status.FAILED]
     assert await store.queue_depth() == 0
     assert [a.outcome for a in await store.attempts(events[-1].id)] == ["failed"]
+
+
+async def test_outcomes_are_counted_by_type_once_written() -> None:
+    broker, store, metrics = MemoryBroker(), FakeStore(), Metrics()
+    broker.put(*[_claimed(i) for i in range(20)])
+    broker.put(_claimed(99, "FAIL_TEST", attempt=1), _claimed(98, "FAIL_TEST", attempt=3))
+    worker = Worker(
+        broker,
+        store,
+        store,
+        builtin_registry(policy=RetryPolicy(max_attempts=3)),
+        WorkerOptions(),
+        metrics=metrics,
+    )
+    await _drain(broker, store, 22, worker)
+    metrics.flush()
+    families = {
+        (s.name, s.labels.get("type"), s.labels.get("stage")): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+    }
+    assert families[("eventflow_events_completed_total", "ORDER_CREATED", None)] == 20
+    assert families[("eventflow_events_retried_total", "FAIL_TEST", None)] == 1
+    assert families[("eventflow_events_failed_total", "FAIL_TEST", None)] == 1
+    assert families[("eventflow_handler_duration_seconds_count", "ORDER_CREATED", None)] == 20
+    assert families[("eventflow_handler_duration_seconds_count", "FAIL_TEST", None)] == 2
+    assert families[("eventflow_worker_stage_seconds_count", None, "handler")] == 22
+    assert families[("eventflow_worker_stage_seconds_count", None, "claim")] >= 1
+    assert families[("eventflow_worker_stage_seconds_count", None, "outcome_write")] >= 1

@@ -4,7 +4,7 @@ resumes by itself once the dependency answers again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -28,11 +28,13 @@ class FlakyStore(MemoryEvents):
         self.down = False
         self.inserts = 0
 
-    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+    async def insert_many(
+        self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
         self.inserts += 1
         if self.down:
             raise ConnectionRefusedError("database down")
-        return await super().insert_many(new)
+        return await super().insert_many(new, written)
 
     async def queue_depth(self) -> int:
         if self.down:

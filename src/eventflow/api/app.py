@@ -10,9 +10,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from eventflow import __version__, dashboard
-from eventflow.api import docs, fast_ingest, openapi, problem_types, problems
+from eventflow.api import docs, fast_ingest, ingest_metrics, openapi, problem_types, problems
 from eventflow.api.headers import SecurityHeaders
-from eventflow.api.routes import auth, events, health, stats, stream
+from eventflow.api.request_metrics import RequestMetrics
+from eventflow.api.routes import auth, events, health, metrics, stats, stream
 from eventflow.config import Settings
 from eventflow.services import Services
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            app.state.ingest_recorders = ingest_metrics.recorders(app, services.metrics)
             yield
 
     app = FastAPI(
@@ -50,6 +52,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     for module in (auth, events, stats, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)
+    app.include_router(metrics.router)
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
     app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard-assets")
@@ -65,6 +68,8 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     # The outermost of the app's middleware, so CORS preflights get the headers too. Ingest
     # requests that DirectIngest takes past it set their own (fast_ingest.py, problems.py).
     app.add_middleware(SecurityHeaders, private_prefixes=(f"{API_PREFIX}/auth/",))
+    # Outside everything else, so that it times whole answers and sees every status.
+    app.add_middleware(RequestMetrics)
     openapi.install(app)
     return app
 

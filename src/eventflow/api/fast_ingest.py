@@ -12,6 +12,7 @@ no middleware of the app acts on, ahead of them all.
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from eventflow.api import problems
 from eventflow.api.body import read_limited
 from eventflow.api.deps import ensure_access
 from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
+from eventflow.api.ingest_metrics import RouteRecorder
 from eventflow.errors import EventflowError
 from eventflow.services import Services
 
@@ -62,24 +64,39 @@ class IngestHandler:
         self._batch = batch
 
     async def __call__(self, request: Request) -> Response:
-        """The route's handler: the answer to ``request``."""
+        """The route's handler: the answer to ``request`` (the app's middleware counts it)."""
+        started = perf_counter()
+        state = request.app.state
+        recorder: RouteRecorder = state.ingest_recorders[self._batch]
         headers = request_headers(request.scope)
         try:
-            result = await self._accept(request.app.state.services, headers, request.receive)
+            result = await self._accept(state.services, headers, request.receive)
         except Exception as exc:
-            return _refusal(exc)
+            refusal = _refusal(exc)
+            recorder.refused(exc, refusal.status_code, perf_counter() - started, direct=False)
+            return refusal
+        recorder.app.observe(perf_counter() - started)
         return _Accepted(result)
 
     async def serve(
         self, app: FastAPI, headers: dict[bytes, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """The same for ``DirectIngest``, which is not behind Starlette's request handling."""
+        """The same for ``DirectIngest``, which is not behind Starlette's request handling (nor
+        the app's middleware: the recorder counts the request too)."""
+        started = perf_counter()
+        state = app.state
         try:
-            result = await self._accept(app.state.services, headers, receive)
+            result = await self._accept(state.services, headers, receive)
         except Exception as exc:
-            await _refusal(exc)(scope, receive, send)
+            refusal = _refusal(exc)
+            await refusal(scope, receive, send)
+            seconds = perf_counter() - started
+            state.ingest_recorders[self._batch].refused(
+                exc, refusal.status_code, seconds, direct=True
+            )
             return
         await _Accepted(result)(scope, receive, send)
+        state.ingest_recorders[self._batch].direct.observe(perf_counter() - started)
 
     async def _accept(
         self, services: Services, headers: dict[bytes, str], receive: Receive

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,11 +41,14 @@ class EventIngest(ABC):
         self._db = db
 
     @abstractmethod
-    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+    async def insert_many(
+        self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
         """Store ``new`` in one transaction; answers in input order.
 
         An event whose (user, idempotency key) already exists is not stored again: its answer is
-        the original event, marked ``duplicate``.
+        the original event, marked ``duplicate``. ``written`` is called when only the commit
+        remains (not at all when one statement is the whole transaction).
         """
 
     async def forget_dispatch(self, ids: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
-from eventflow.db.rows import ClaimedEvent, Status
+from eventflow.db.rows import Backlog, ClaimedEvent, Status
 from eventflow.db.scans import USES_DUE_INDEX, USES_LEASE_INDEX, due_ids, is_claimable
 from eventflow.db.tables import events
 
@@ -109,6 +109,17 @@ class QueueStore:
     async def queue_depth(self) -> int:
         """Events ready to run now, across all users."""
         return await queue_depth(self._db)
+
+    async def backlog(self, count_limit: int) -> Backlog:
+        """What waits now: two index scans, the count stopping at ``count_limit`` rows."""
+        now = now_ms()
+        due = sa.and_(USES_DUE_INDEX, is_claimable(), events.c.available_at <= now)
+        counted = sa.select(events.c.id).where(due).limit(count_limit).subquery()
+        oldest = sa.select(events.c.available_at).where(due).order_by(events.c.available_at)
+        async with self._db.read() as conn:
+            depth = await conn.scalar(sa.select(sa.func.count()).select_from(counted))
+            ready_at = await conn.scalar(oldest.limit(1))
+        return Backlog(int(depth or 0), None if ready_at is None else int(ready_at))
 
 
 async def queue_depth(db: Database) -> int:

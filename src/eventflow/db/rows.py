@@ -44,6 +44,15 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """Events ready to run and not claimed: how many (counted up to a bound), and when the one
+    that has waited longest became ready (None: nothing waits)."""
+
+    depth: int
+    oldest_ready_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class UserRow:
     id: str
     email: str

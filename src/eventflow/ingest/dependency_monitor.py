@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from eventflow.broker.base import Broker
 from eventflow.errors import ServiceUnavailable
+from eventflow.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class DependencyMonitor:
         *,
         probe_interval_ms: int,
         depth_interval_ms: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._probe_database = database_probe
         self._broker = broker
@@ -43,6 +45,7 @@ class DependencyMonitor:
         self.database_down: str | None = None
         self.broker_down: str | None = None
         self.queue_depth = 0
+        self._metrics = metrics if metrics is not None else Metrics()
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -55,9 +58,11 @@ class DependencyMonitor:
 
     def database_failed(self, exc: BaseException) -> None:
         self.database_down = _reason(exc)
+        self._metrics.dependency("database", up=False)
 
     def broker_failed(self, exc: BaseException) -> None:
         self.broker_down = _reason(exc)
+        self._metrics.dependency("broker", up=False)
 
     def refusal(self) -> ServiceUnavailable | None:
         """The 503 a new event gets while a dependency is down; None while both answer."""
@@ -83,9 +88,11 @@ class DependencyMonitor:
         if self.database_down is not None and await _answers(self._probe_database):
             log.warning("the database answers again; accepting events")
             self.database_down = None
+            self._metrics.dependency("database", up=True)
         if self.broker_down is not None and await _answers(self._broker.ping):
             log.warning("the %s broker answers again; accepting events", self._broker.name)
             self.broker_down = None
+            self._metrics.dependency("broker", up=True)
         if read_depth and self.broker_down is None:
             await self._refresh_depth()
 
@@ -110,7 +117,7 @@ class DependencyMonitor:
                 await self._broker.ping()
         except Exception as exc:
             log.warning("the %s broker is unreachable: %r", self._broker.name, exc)
-            self.broker_down = _reason(exc)
+            self.broker_failed(exc)
 
 
 async def _answers(probe: Probe) -> bool:

@@ -8,11 +8,13 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Protocol
 
 from eventflow.broker.base import Broker
 from eventflow.db.rows import ClaimedEvent, Outcome
 from eventflow.ids import new_id
+from eventflow.metrics import Metrics
 from eventflow.worker.attempt import Attempts
 from eventflow.worker.handlers import HandlerRegistry
 from eventflow.worker.threads import HandlerThreads
@@ -69,12 +71,16 @@ class Worker:
         registry: HandlerRegistry,
         options: WorkerOptions,
         name: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._broker = broker
         self._leases = leases
         self._outcomes = outcomes
         self._options = options
         self.name = name or worker_name()
+        self._metrics = metrics = metrics if metrics is not None else Metrics()
+        self._claim_seconds = metrics.worker_stage.labels("claim")
+        self._write_seconds = metrics.worker_stage.labels("outcome_write")
         # Claimed and not yet recorded (running, or finished and waiting for the outcome write).
         self._inflight: dict[str, ClaimedEvent] = {}
         self._threads = HandlerThreads(options.handler_threads)
@@ -135,6 +141,7 @@ class Worker:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
+            asked = perf_counter()
             try:
                 claimed = await self._broker.claim(
                     min(free, opts.batch_size), self.name, opts.lease_ms, opts.claim_wait_s
@@ -143,6 +150,8 @@ class Worker:
                 log.warning("claim failed, retrying in 1 s: %r", exc)
                 await _sleep_unless(self._stopping, 1.0)
                 continue
+            if claimed:
+                self._claim_seconds.observe(perf_counter() - asked)
             for event in claimed:
                 self._inflight[event.id] = event
                 self._attempts.start(event)
@@ -152,6 +161,11 @@ class Worker:
                 await asyncio.sleep(_CLAIM_GATHER_S)
 
     def _settled(self, event: ClaimedEvent, outcome: Outcome) -> None:
+        # Timed from the outcome's own clock readings: every way an attempt ends (a return, an
+        # exception, its deadline) is measured alike, at no cost beyond the observations.
+        seconds = (outcome.finished_at - outcome.started_at) / 1000
+        self._metrics.handler_stage.observe(seconds)
+        self._metrics.handler_seconds(event.type).observe(seconds)
         self._done.append((event, outcome))
         self._done_signal.set()
         self._capacity.set()
@@ -173,6 +187,7 @@ class Worker:
         events = [event for event, _ in batch]
         delay = 0.1
         tries = 0
+        began = perf_counter()
         while True:
             try:
                 await self._outcomes.record_outcomes(self.name, [o for _, o in batch])
@@ -196,6 +211,8 @@ class Worker:
             log.warning(
                 "settling %d hints failed (they will be re-delivered): %r", len(events), exc
             )
+        self._write_seconds.observe(perf_counter() - began)
+        self._metrics.count_outcomes((event.type, outcome.status) for event, outcome in batch)
         for event in events:
             self._inflight.pop(event.id, None)
         self.processed += len(events)

@@ -15,6 +15,7 @@ from eventflow.db.memory.reading import MemoryReading
 from eventflow.db.memory.rows import MemoryRow
 from eventflow.db.rows import (
     AttemptRow,
+    Backlog,
     ClaimedEvent,
     NewEvent,
     Outcome,
@@ -36,7 +37,9 @@ class MemoryEvents(MemoryReading):
 
     # -- ingest ------------------------------------------------------------------------------
 
-    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+    async def insert_many(
+        self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
         first = first_by_key(new)
         existing = {
             (r.user_id, r.idempotency_key): StoredEvent(r.id, r.status, r.created_at, True)
@@ -52,6 +55,8 @@ class MemoryEvents(MemoryReading):
                 updated_at=e.created_at,
                 dispatched_at=e.created_at if e.status is Status.QUEUED else None,
             )
+        if written is not None:
+            written()
         return answers(new, first, {k: v for k, v in existing.items() if k in first})
 
     async def forget_dispatch(self, ids: Sequence[str]) -> None:
@@ -64,6 +69,10 @@ class MemoryEvents(MemoryReading):
         return sum(
             1 for r in self._rows.values() if r.status in _CLAIMABLE and r.available_at <= now
         )
+
+    async def backlog(self, count_limit: int) -> Backlog:
+        due = self._due(_CLAIMABLE, self._clock())
+        return Backlog(min(len(due), count_limit), due[0].available_at if due else None)
 
     # -- claims ------------------------------------------------------------------------------
 

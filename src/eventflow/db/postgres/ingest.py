@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,7 +19,9 @@ from eventflow.db.rows import NewEvent, StoredEvent
 
 
 class PostgresIngest(EventIngest):
-    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+    async def insert_many(
+        self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
         plain = [e for e in new if e.idempotency_key is None]
         first = first_by_key(new)
         if not first:
@@ -36,6 +38,8 @@ class PostgresIngest(EventIngest):
                 await conn.exec_driver_sql("SELECT 1")
                 await _copy(conn, plain)
             existing = await insert_keyed(self._db, conn, list(first.values()))
+            if written is not None:
+                written()
         return answers(new, first, existing)
 
 

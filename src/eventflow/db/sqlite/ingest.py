@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from eventflow.db.ingest import EventIngest, answers, first_by_key, insert_keyed, new_values
 from eventflow.db.rows import NewEvent, StoredEvent
@@ -10,7 +10,9 @@ from eventflow.db.tables import events
 
 
 class SqliteIngest(EventIngest):
-    async def insert_many(self, new: Sequence[NewEvent]) -> list[StoredEvent]:
+    async def insert_many(
+        self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
+    ) -> list[StoredEvent]:
         plain = [e for e in new if e.idempotency_key is None]
         first = first_by_key(new)
         existing = {}
@@ -19,4 +21,6 @@ class SqliteIngest(EventIngest):
                 await conn.execute(events.insert(), [new_values(e) for e in plain])
             if first:
                 existing = await insert_keyed(self._db, conn, list(first.values()))
+            if written is not None:
+                written()
         return answers(new, first, existing)

@@ -103,28 +103,69 @@ def make_worker(settings: Settings, broker: Broker, stores: Stores) -> Worker:
     )
 
 
+async def _open_core(
+    stack: AsyncExitStack, settings: Settings
+) -> tuple[AsyncEngine, Stores, Broker]:
+    """The database (migrated), its stores and the broker, closed when ``stack`` closes."""
+    engine = create_engine(settings.effective_database_url)
+    stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
+    await migrate(engine)
+    stores = build_stores(engine)
+    broker = make_broker(settings, stores)
+    await broker.start()
+    stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
+    return engine, stores, broker
+
+
+async def _start_worker(
+    stack: AsyncExitStack, settings: Settings, broker: Broker, stores: Stores
+) -> None:
+    """A worker and a dispatcher, stopped (in-flight handlers finished) when ``stack`` closes."""
+    worker = make_worker(settings, broker, stores)
+    dispatcher = Dispatcher(
+        stores.upkeep,
+        broker,
+        DispatchOptions(
+            interval_ms=settings.dispatch_interval_ms,
+            redispatch_after_ms=settings.redispatch_after_ms,
+            max_attempts=settings.max_attempts,
+        ),
+    )
+    await worker.start()
+    stack.push_async_callback(_bounded, "stopping the worker", worker.stop, 20)
+    await dispatcher.start()
+    stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
+    log.info("worker %s started (broker: %s)", worker.name, broker.name)
+
+
+@asynccontextmanager
+async def open_worker_runtime(settings: Settings, *, tune_gc: bool = False) -> AsyncIterator[None]:
+    """A worker and a dispatcher alone (``eventflow worker``): no HTTP, so no JWT secret."""
+    async with AsyncExitStack() as stack:
+        _, stores, broker = await _open_core(stack, settings)
+        await _start_worker(stack, settings, broker, stores)
+        if tune_gc:
+            _tune_gc()
+        yield
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
     *,
-    serve_api: bool = True,
     run_worker: bool = False,
     tune_gc: bool = False,
     stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[Services]:
-    """Everything a process needs; ``run_worker`` adds a worker and a dispatcher.
+    """What the API needs; ``run_worker`` adds a worker and a dispatcher (``eventflow up``).
 
     ``tune_gc`` is for processes that own their interpreter (the CLI's), not for embedders;
     ``stopping`` is the server's notice that a graceful shutdown began (serve.py).
     """
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings.effective_database_url)
-        stack.push_async_callback(_bounded, "closing the database pool", engine.dispose, 5)
-        await migrate(engine)
-        stores = build_stores(engine)
-        broker = make_broker(settings, stores)
-        await broker.start()
-        stack.push_async_callback(_bounded, "closing the broker", broker.close, 5)
+        # Read once, before anything starts: every request signs and checks with it.
+        secret = settings.resolve_jwt_secret()
+        engine, stores, broker = await _open_core(stack, settings)
         writer = GroupCommitWriter(
             stores.ingest,
             broker,
@@ -139,27 +180,10 @@ async def open_runtime(
             ),
             database_probe=database_probe(engine),
         )
-        if serve_api:
-            await writer.start()
-            stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
+        await writer.start()
+        stack.push_async_callback(_bounded, "flushing the writer", writer.close, 10)
         if run_worker:
-            worker = make_worker(settings, broker, stores)
-            dispatcher = Dispatcher(
-                stores.upkeep,
-                broker,
-                DispatchOptions(
-                    interval_ms=settings.dispatch_interval_ms,
-                    redispatch_after_ms=settings.redispatch_after_ms,
-                    max_attempts=settings.max_attempts,
-                ),
-            )
-            await worker.start()
-            stack.push_async_callback(_bounded, "stopping the worker", worker.stop, 20)
-            await dispatcher.start()
-            stack.push_async_callback(_bounded, "stopping the dispatcher", dispatcher.stop, 5)
-            log.info("worker %s started (broker: %s)", worker.name, broker.name)
-        # Read once: every request signs and checks with the same secret.
-        secret = settings.resolve_jwt_secret()
+            await _start_worker(stack, settings, broker, stores)
         streams = await stack.enter_async_context(
             open_stream_access(settings, stores.spent_tickets, secret)
         )
@@ -168,9 +192,8 @@ async def open_runtime(
         limiter = Limiter.from_settings(settings)
         stack.push_async_callback(_bounded, "closing the rate limiter", limiter.close, 2)
         accounts = AccountStates(stores.users, stores.revocations, poll_ms=settings.account_poll_ms)
-        if serve_api:
-            await accounts.start()
-            stack.push_async_callback(_bounded, "stopping the account poll", accounts.close, 2)
+        await accounts.start()
+        stack.push_async_callback(_bounded, "stopping the account poll", accounts.close, 2)
         if tune_gc:
             _tune_gc()
         yield Services(

@@ -17,6 +17,7 @@ _LAYERS = {
     "clock": 0,
     "ids": 0,
     "private_files": 0,
+    "logs": 0,
     "db": 1,
     "broker": 2,
     "ingest": 2,

@@ -16,6 +16,7 @@ from eventflow.broker.base import Broker
 from eventflow.clock import now_ms
 from eventflow.db.rows import ClaimedEvent, Outcome, Status
 from eventflow.ids import new_id
+from eventflow.logs import ATTEMPT, EVENT_ID
 from eventflow.worker.handlers import EventContext, HandlerRegistry, PermanentError
 from eventflow.worker.retry import RetryPolicy
 
@@ -156,6 +157,10 @@ class Worker:
         self._capacity.set()
 
     async def _run(self, event: ClaimedEvent) -> None:
+        # Each run is a task of its own, with its own copy of the context: whatever the handler
+        # logs carries the event and the attempt (logs.py), and nothing leaks to the next run.
+        EVENT_ID.set(event.id)
+        ATTEMPT.set(event.attempt)
         started = now_ms()
         handler = self._registry.resolve(event.type)
         try:
@@ -181,9 +186,15 @@ class Worker:
     def _failure(self, event: ClaimedEvent, exc: Exception, started: int) -> Outcome:
         error = (str(exc) or type(exc).__name__)[:_MAX_ERROR_CHARS]
         finished = now_ms()
+        # The exception's type only: its message may quote the payload. The message is kept
+        # in the event's history (GET /api/v1/events/{id}).
+        kind = type(exc).__name__
         if isinstance(exc, PermanentError) or self._policy.exhausted(event.attempt_in_round):
+            log.warning("handler of %s raised %s; the event failed", event.type, kind)
             return Outcome(event.id, event.attempt, Status.FAILED, started, finished, error=error)
-        retry_at = finished + self._policy.backoff_ms(event.attempt_in_round)
+        backoff = self._policy.backoff_ms(event.attempt_in_round)
+        log.info("handler of %s raised %s; retrying in %d ms", event.type, kind, backoff)
+        retry_at = finished + backoff
         return Outcome(
             event.id,
             event.attempt,

@@ -15,6 +15,7 @@ from eventflow.cli_options import fail, with_settings
 from eventflow.cli_users import user_app
 from eventflow.config import Settings
 from eventflow.errors import ConfigurationError
+from eventflow.worker.handlers import builtin_registry, load_modules
 
 log = logging.getLogger(__name__)
 app = typer.Typer(
@@ -31,10 +32,12 @@ app = typer.Typer(
 
 def _serve(settings: Settings, *, run_worker: bool) -> None:
     try:
-        # Before serving: a missing secret or a bad secret file is then a one-line error rather
-        # than a traceback from the lifespan, and HTTP processes started after this all find
-        # the same secret.
+        # Before serving: a missing secret, a bad secret file or a handler module that does
+        # not import is then a one-line error rather than a traceback from the lifespan, and
+        # HTTP processes started after this all find the same secret.
         settings.resolve_jwt_secret()
+        if run_worker:
+            load_modules(builtin_registry(), settings.handler_modules)
     except ConfigurationError as exc:
         fail(str(exc))
     from eventflow.serve import serve

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Collection, Iterable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -33,7 +35,6 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~+/=:-]{1,%d}" % MAX_REQUEST_ID_LEN
 #: Record attributes that are not fields of a line: the standard ones (``taskName`` since
 #: Python 3.12), and the coloured copy of its message that uvicorn attaches.
 _NOT_FIELDS = frozenset({*RESERVED_ATTRS, "taskName", "color_message"})
-_FIRST_FIELDS = ("time", "level", "logger", "message", *(name for name, _ in _CONTEXT))
 _QUIET = {"alembic.runtime.plugins": logging.WARNING}
 
 
@@ -65,8 +66,13 @@ class ContextFilter(logging.Filter):
 def rfc3339(created: float) -> str:
     """``created`` (seconds since the epoch) as RFC 3339 in UTC, to the millisecond."""
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_utc_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    # Lines come many a second (an access line per request): each second is written once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 #: An extra naming the fields its message already shows (an access line's): the text format
@@ -74,42 +80,58 @@ def rfc3339(created: float) -> str:
 IN_MESSAGE = "_in_message"
 
 
-def _text_fields(record: logging.LogRecord) -> list[tuple[str, Any]]:
-    """The record's own fields for a text line: the context first, none its message shows."""
+Fields = Iterable[tuple[str, Any]]
+
+
+def _record_fields(record: logging.LogRecord) -> tuple[Fields, Fields]:
+    """What a record carries beyond the standard attributes: its context (in ``_CONTEXT``'s
+    order), and its other fields by name."""
     fields = record.__dict__
-    shown = fields.get(IN_MESSAGE, ())
-    first = [(name, fields[name]) for name, _ in _CONTEXT if name in fields]
-    rest = [
-        (name, value)
-        for name, value in fields.items()
-        if name not in _NOT_FIELDS and name[:1] != "_" and name not in shown
-    ]
-    return first + [(name, value) for name, value in rest if name not in _CONTEXT_NAMES]
+    # By set difference: a record has some 25 attributes and few fields of its own.
+    own = fields.keys() - _NOT_FIELDS
+    context = [(name, fields[name]) for name, _ in _CONTEXT if name in own]
+    rest = [(name, fields[name]) for name in sorted(own - _CONTEXT_NAMES) if name[:1] != "_"]
+    return context, rest
 
 
 class JsonFormatter(OrjsonFormatter):
-    """One JSON object a line: ``time``, ``level``, ``logger``, ``message``, ``pid``, then the
-    record's own fields (the request id, the event id and attempt, an access line's fields) and
-    ``exc_info`` with a traceback."""
+    """One JSON object a line: ``time``, ``level``, ``logger``, ``message``, the context
+    (``request_id``, or ``event_id`` and ``attempt``), ``pid``, then the record's other fields
+    and ``exc_info`` with a traceback.
+
+    The library formats the message, the traceback and any value JSON cannot hold, and encodes
+    with orjson; the fields are chosen here, more cheaply than its general rules would (the
+    access log writes a line per request).
+    """
 
     def __init__(self) -> None:
-        super().__init__(
-            ["levelname", "name", "message"],
-            rename_fields={"levelname": "level", "name": "logger"},
-            reserved_attrs=sorted(_NOT_FIELDS),
-            static_fields={"pid": os.getpid()},
-        )
+        super().__init__()
+        self._pid = os.getpid()
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
-        log_data["time"] = rfc3339(record.created)
-        super().add_fields(log_data, record, message_dict)
+        context, rest = _record_fields(record)
+        log_data.update(
+            self._data(record.created, record.levelname, record.name, record.message, context, rest)
+        )
+        log_data.update(message_dict)
 
-    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        # The context next to the message, where a reader looks first.
-        front = {name: log_data[name] for name in _FIRST_FIELDS if name in log_data}
-        return {**front, **log_data}
+    def line(
+        self, created: float, level: str, logger: str, message: str, context: Fields, rest: Fields
+    ) -> str:
+        """The line of a record with these attributes and fields, without making the record."""
+        return self.jsonify_log_record(self._data(created, level, logger, message, context, rest))
+
+    def _data(
+        self, created: float, level: str, logger: str, message: str, context: Fields, rest: Fields
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {"time": rfc3339(created), "level": level, "logger": logger}
+        data["message"] = message
+        data.update(context)
+        data["pid"] = self._pid
+        data.update(rest)
+        return data
 
 
 class TextFormatter(logging.Formatter):
@@ -117,17 +139,34 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
-        parts = [rfc3339(record.created), f"{record.levelname:<7}", f"{record.name}:"]
-        parts.append(_printable(record.message))
-        parts += [f"{name}={_value(str(value))}" for name, value in _text_fields(record)]
-        line = " ".join(parts)
+        context, rest = _record_fields(record)
+        shown = record.__dict__.get(IN_MESSAGE, ())
+        text = self.line(
+            record.created, record.levelname, record.name, record.message, context, rest, shown
+        )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line += "\n" + record.exc_text
+            text += "\n" + record.exc_text
         if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
-        return line
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        context: Fields,
+        rest: Fields,
+        shown: Collection[str] = (),
+    ) -> str:
+        """The line of a record with these attributes and fields, leaving out ``shown``."""
+        parts = [rfc3339(created), f"{level:<7}", f"{logger}:", _printable(message)]
+        parts += [f"{name}={_value(str(value))}" for name, value in context]
+        parts += [f"{name}={_value(str(value))}" for name, value in rest if name not in shown]
+        return " ".join(parts)
 
 
 def _printable(text: str) -> str:
@@ -142,15 +181,63 @@ def _value(text: str) -> str:
     return orjson.dumps(text).decode()
 
 
-def formatter(log_format: str) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else TextFormatter()
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """The one handler of a process: every record to stderr, in the one format."""
+
+    def __init__(self, log_format: str) -> None:
+        super().__init__(sys.stderr)
+        self.line_format: JsonFormatter | TextFormatter = (
+            JsonFormatter() if log_format == "json" else TextFormatter()
+        )
+        self.setFormatter(self.line_format)
+        self.addFilter(ContextFilter())
+
+    def write_line(
+        self,
+        logger: str,
+        level: str,
+        message: str,
+        context: Fields,
+        rest: Fields,
+        shown: Collection[str] = (),
+    ) -> None:
+        """The line a record of ``logger`` would give, written without making the record: for
+        the access log, whose line per request would otherwise cost more than the rest of an
+        ingest request. ``rest`` comes in name order, as a record's fields are written."""
+        line_format = self.line_format
+        if isinstance(line_format, JsonFormatter):
+            text = line_format.line(time.time(), level, logger, message, context, rest)
+        else:
+            text = line_format.line(time.time(), level, logger, message, context, rest, shown)
+        with self.lock:  # type: ignore[union-attr]  # None only before createLock, in __init__
+            self.stream.write(text + self.terminator)
+            self.stream.flush()
+
+
+def direct_handler(logger: logging.Logger, level: int) -> StderrHandler | None:
+    """The ``StderrHandler`` where ``logger``'s records at ``level`` end, when it is the only
+    handler they reach and nothing on the way filters them: a line can then be written
+    straight to it. None otherwise (logging configured elsewhere, a test capturing records)."""
+    if not logger.isEnabledFor(level):
+        return None
+    found: StderrHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or not isinstance(handler, StderrHandler):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found if found is not None and level >= found.level else None
 
 
 def configure_logging(settings: Settings) -> None:
     """Every record of this process, uvicorn's included, to stderr in the one format."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(settings.effective_log_format))
-    handler.addFilter(ContextFilter())
+    handler = StderrHandler(settings.effective_log_format)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -3,6 +3,7 @@ every HTTP request."""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -22,7 +23,9 @@ from eventflow.logs import (
     REQUEST_ID,
     ContextFilter,
     JsonFormatter,
+    StderrHandler,
     TextFormatter,
+    direct_handler,
     request_id,
 )
 
@@ -150,6 +153,50 @@ def test_the_log_format_follows_the_terminal_unless_set(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert Settings().effective_log_format == "json"
     assert Settings(log_format="text").effective_log_format == "text"
+
+
+def _standalone(name: str, log_format: str) -> tuple[logging.Logger, StderrHandler, io.StringIO]:
+    """A logger outside the process's tree, ending at a ``StderrHandler`` writing to memory."""
+    logger = logging.Logger(name, logging.INFO)
+    handler = StderrHandler(log_format)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    logger.addHandler(handler)
+    return logger, handler, stream
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_line_written_directly_is_the_line_a_record_gives(log_format: str) -> None:
+    logger, handler, stream = _standalone("eventflow.access", log_format)
+    fields = (("client", None), ("path", "/a b"), ("status", 202))
+    extra = {"request_id": "req-1", **dict(fields), IN_MESSAGE: ("path",)}
+    logger.info("GET /a b 202", extra=extra)
+    assert direct_handler(logger, logging.INFO) is handler
+    context = (("request_id", "req-1"),)
+    handler.write_line(logger.name, "INFO", "GET /a b 202", context, fields, ("path",))
+    through_record, direct = stream.getvalue().splitlines()
+    if log_format == "json":
+        first, second = orjson.loads(through_record), orjson.loads(direct)
+        assert RFC3339_UTC.fullmatch(second.pop("time"))
+        del first["time"]
+        assert list(first.items()) == list(second.items())
+        assert list(second)[:5] == ["level", "logger", "message", "request_id", "pid"]
+    else:
+        assert through_record.split(" ", 1)[1] == direct.split(" ", 1)[1]
+        assert "path=" not in direct
+
+
+def test_lines_go_through_logging_when_anything_else_would_see_them() -> None:
+    logger, handler, _ = _standalone("eventflow.access", "json")
+    assert direct_handler(logger, logging.DEBUG) is None  # below the logger's level
+    handler.setLevel(logging.WARNING)
+    assert direct_handler(logger, logging.INFO) is None
+    handler.setLevel(logging.NOTSET)
+    logger.addHandler(logging.NullHandler())  # a second handler, as a test's capture adds
+    assert direct_handler(logger, logging.INFO) is None
+    plain, _, _ = _standalone("other", "json")
+    plain.addFilter(logging.Filter("nothing"))
+    assert direct_handler(plain, logging.INFO) is None
 
 
 class _Answers:

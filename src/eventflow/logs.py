@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -209,7 +210,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
             text = line_format.line(time.time(), level, logger, message, context, rest)
         else:
             text = line_format.line(time.time(), level, logger, message, context, rest, shown)
-        with self.lock:  # type: ignore[union-attr]  # None only before createLock, in __init__
+        # As a handler's emit: a log that cannot be written (stderr closed) fails no request.
+        with contextlib.suppress(OSError, ValueError), self.lock:  # type: ignore[union-attr]
             self.stream.write(text + self.terminator)
             self.stream.flush()
 

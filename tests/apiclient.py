@@ -25,7 +25,7 @@ async def running_app(
     settings: Settings, *, run_worker: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The full app (API, and by default a worker and dispatcher) served in-process."""
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=run_worker)
+    factory = functools.partial(open_runtime, run_worker=run_worker)
     app = create_asgi_app(settings, factory)
     async with (
         LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 
 import typer
 import uvloop
@@ -14,7 +16,9 @@ from eventflow.cli_options import fail, with_settings
 from eventflow.cli_users import user_app
 from eventflow.config import Settings
 from eventflow.errors import ConfigurationError
+from eventflow.worker.handlers import builtin_registry, load_modules
 
+log = logging.getLogger(__name__)
 app = typer.Typer(
     help=(
         "EventFlow: durable event ingestion and processing.\n\n"
@@ -28,19 +32,28 @@ app = typer.Typer(
 
 
 def _serve(settings: Settings, *, run_worker: bool) -> None:
+    try:
+        # Before serving: a missing secret, a bad secret file or a handler module that does
+        # not import is then a one-line error rather than a traceback from the lifespan, and
+        # HTTP processes started after this all find the same secret.
+        settings.resolve_jwt_secret()
+        if run_worker:
+            load_modules(builtin_registry(), settings.handler_modules)
+    except ConfigurationError as exc:
+        fail(str(exc))
     from eventflow.serve import serve
 
     mode = f"{settings.mode}, broker {'redis' if settings.redis_url else 'sql'}"
     processes = f", {settings.http_workers} HTTP processes" if settings.http_workers > 1 else ""
-    typer.echo(
-        f"EventFlow {__version__} ({mode}{processes}) on http://{settings.host}:{settings.port}"
-        f"  dashboard: /   API docs: /docs",
-        err=True,
+    log.info(
+        "EventFlow %s (%s%s) on http://%s:%d  dashboard: /   API docs: /docs",
+        __version__,
+        mode,
+        processes,
+        settings.host,
+        settings.port,
     )
     try:
-        # Before serving: a bad secret file is then a one-line error rather than a traceback
-        # from the lifespan, and HTTP processes started after this all find the same secret.
-        settings.resolve_jwt_secret()
         started = serve(settings, run_worker=run_worker)
     except ConfigurationError as exc:
         fail(str(exc))
@@ -78,16 +91,16 @@ def worker(settings: Settings) -> None:
 
 
 async def _run_worker(settings: Settings) -> None:
-    from eventflow.runtime import open_runtime
+    from eventflow.runtime import open_worker_runtime
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, serve_api=False, run_worker=True, tune_gc=True):
-        typer.echo("EventFlow worker running; Ctrl-C to stop", err=True)
+    async with open_worker_runtime(settings, tune_gc=True):
+        log.info("EventFlow worker running; Ctrl-C to stop")
         await stop.wait()
-        typer.echo("EventFlow worker stopping: finishing in-flight events", err=True)
+        log.info("EventFlow worker stopping: finishing in-flight events")
 
 
 @app.command()
@@ -105,7 +118,7 @@ def migrate(settings: Settings) -> None:
             await engine.dispose()
 
     asyncio.run(run())
-    typer.echo("database is up to date", err=True)
+    log.info("database is up to date")
 
 
 @app.command()
@@ -115,7 +128,22 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """The ``eventflow`` command; a mistake on its command line is one line, exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and message == ctx.get_help():
+            typer.echo(message, err=True)  # a command given nothing to do: its help
+        else:
+            where = ctx.command_path if ctx is not None else "eventflow"
+            typer.echo(f"eventflow: {' '.join(message.split())} (see {where} --help)", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("eventflow: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 app.command()(health)

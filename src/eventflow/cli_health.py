@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from eventflow.cli_options import with_operator_settings
+from eventflow.cli_options import with_settings
 from eventflow.config import Settings
 
 #: Each check's budget: well inside the usual health-check timeout of container engines.
@@ -99,7 +99,7 @@ async def _check_services(settings: Settings) -> tuple[list[str], list[str]]:
     return list(checks), [problem for problem in results if problem is not None]
 
 
-@with_operator_settings
+@with_settings
 def health(
     settings: Settings,
     http: Annotated[

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError
 
 from eventflow.config import Settings
 from eventflow.errors import ConfigurationError
+from eventflow.logs import configure_logging
 
-_FLAG_TYPES: dict[str, Any] = {"data_dir": Optional[Path]}  # noqa: UP045 (Typer reads it)
+# Typer reads these annotations (hence Optional). Choices and booleans are read as text and
+# checked by the settings, as their environment variables are: `--access-log false`, any case.
+_FLAG_TYPES: dict[str, Any] = {
+    "data_dir": Optional[Path],  # noqa: UP045
+    "log_level": Optional[str],  # noqa: UP045
+    "log_format": Optional[str],  # noqa: UP045
+    "access_log": Optional[str],  # noqa: UP045
+}
 
 
 def _setting_parameters() -> list[inspect.Parameter]:
@@ -44,18 +50,7 @@ def _setting_parameters() -> list[inspect.Parameter]:
     return params
 
 
-class OperatorSettings(Settings):
-    """The settings of commands that sign and check no token: no JWT secret is needed."""
-
-    # Replaces the validator of the same name, which requires a secret with PostgreSQL.
-    @model_validator(mode="after")
-    def _check_secret(self) -> OperatorSettings:
-        return self
-
-
-def with_settings(
-    func: Callable[..., None], settings_class: type[Settings] = Settings
-) -> Callable[..., None]:
+def with_settings(func: Callable[..., None]) -> Callable[..., None]:
     """Give a command every setting as a flag; the command receives a built ``Settings``."""
     # eval_str: annotations are strings in this module (postponed evaluation), and Typer must
     # see the real ``Annotated[…, typer.Option(…)]`` of a command's own parameters.
@@ -67,10 +62,8 @@ def with_settings(
     @functools.wraps(func)
     def command(**kwargs: Any) -> None:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-        settings = build_settings(
-            {k: v for k, v in overrides.items() if v is not None}, settings_class
-        )
-        configure_logging(settings.log_level)
+        settings = build_settings({k: v for k, v in overrides.items() if v is not None})
+        configure_logging(settings)
         func(settings, **kwargs)
 
     hints = {p.name: p.annotation for p in own + setting_params}
@@ -79,16 +72,9 @@ def with_settings(
     return command
 
 
-def with_operator_settings(func: Callable[..., None]) -> Callable[..., None]:
-    """``with_settings`` for commands that need no JWT secret (``OperatorSettings``)."""
-    return with_settings(func, OperatorSettings)
-
-
-def build_settings(
-    overrides: dict[str, Any], settings_class: type[Settings] = Settings
-) -> Settings:
+def build_settings(overrides: dict[str, Any]) -> Settings:
     try:
-        return settings_class(**overrides)
+        return Settings(**overrides)
     except ConfigurationError as exc:
         fail(str(exc))
     except ValidationError as exc:
@@ -102,13 +88,3 @@ def build_settings(
 def fail(message: str) -> NoReturn:
     typer.echo(f"eventflow: {message}", err=True)
     raise typer.Exit(2)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic announces every plugin it loads at INFO; only its migrations are worth reading.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
-from eventflow.cli_options import with_operator_settings
+from eventflow.cli_options import with_settings
 from eventflow.clock import iso
 from eventflow.config import Settings
 from eventflow.db.rows import AccountRow
@@ -58,7 +58,7 @@ def _operate(settings: Settings, work: Callable[[Operators], Awaitable[T]]) -> T
 
 
 @user_app.command("create")
-@with_operator_settings
+@with_settings
 def user_create(
     settings: Settings,
     email: Annotated[str, typer.Option(help="The new account's email")],
@@ -79,7 +79,7 @@ def user_create(
 
 
 @user_app.command("list")
-@with_operator_settings
+@with_settings
 def user_list(settings: Settings) -> None:
     """List the accounts that are not deleted, oldest first."""
     users = _operate(settings, lambda operators: operators.accounts())
@@ -101,14 +101,14 @@ def user_list(settings: Settings) -> None:
 
 
 @user_app.command("disable")
-@with_operator_settings
+@with_settings
 def user_disable(settings: Settings, account: Annotated[str, _ACCOUNT]) -> None:
     """Disable an account: it cannot log in, and every token it holds stops working."""
     _set_disabled(settings, account, disabled=True)
 
 
 @user_app.command("enable")
-@with_operator_settings
+@with_settings
 def user_enable(settings: Settings, account: Annotated[str, _ACCOUNT]) -> None:
     """Enable a disabled account again (its old tokens stay ended: log in again)."""
     _set_disabled(settings, account, disabled=False)
@@ -126,7 +126,7 @@ def _set_disabled(settings: Settings, account: str, *, disabled: bool) -> None:
 
 
 @user_app.command("delete")
-@with_operator_settings
+@with_settings
 def user_delete(settings: Settings, account: Annotated[str, _ACCOUNT]) -> None:
     """Delete an account and all its events; its tokens stop working within a second.
 

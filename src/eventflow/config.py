@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventflow.config_checks import (
@@ -14,8 +15,10 @@ from eventflow.config_checks import (
     check_header_token,
     check_redis_prefix,
     check_secret_strength,
+    database_url,
     kept_secret,
     proxy_networks,
+    redis_url,
 )
 from eventflow.config_checks import (
     parse_rate as parse_rate,
@@ -251,19 +254,34 @@ class Settings(BaseSettings):
         description="Port on EVENTFLOW_HOST where `eventflow worker` serves GET /metrics (unset: "
         "none); up and api serve /metrics on their HTTP port",
     )
-    log_level: str = Field("info", description="debug, info, warning or error")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error"
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        None,
+        description="json: one JSON object a line; text: for people (unset: text when stderr "
+        "is a terminal, else json)",
+    )
+    access_log: bool = Field(
+        True, description="One log line per HTTP request (method, path, status, duration)"
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        for prefix in ("postgresql://", "postgres://"):
-            if value.startswith(prefix):
-                return "postgresql+asyncpg://" + value[len(prefix) :]
-        if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
-            return "sqlite+aiosqlite://" + value[len("sqlite://") :]
-        return value
+        return database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        return redis_url(value)
 
     @field_validator("redis_prefix")
     @classmethod
@@ -296,17 +314,13 @@ class Settings(BaseSettings):
     def _check_proxies(cls, value: str) -> str:
         return ",".join(proxy_networks(value))
 
-    @model_validator(mode="after")
-    def _check_secret(self) -> Settings:
-        if self.jwt_secret is not None:
-            check_secret_strength(self.jwt_secret)
-        elif self.mode == "postgres":
-            raise ConfigurationError(
-                "EVENTFLOW_JWT_SECRET is required with PostgreSQL: set it to a random string "
-                f"of at least {MIN_SECRET_LENGTH} characters "
-                "(for example `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-            )
-        return self
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret(cls, value: str | None) -> str | None:
+        # Refused wherever it is given; only what signs tokens requires one (resolve_jwt_secret).
+        if value is not None:
+            check_secret_strength(value)
+        return value
 
     @property
     def mode(self) -> Mode:
@@ -346,8 +360,24 @@ class Settings(BaseSettings):
     def handler_modules(self) -> list[str]:
         return [name.strip() for name in self.handlers.split(",") if name.strip()]
 
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "text" if sys.stderr is not None and sys.stderr.isatty() else "json"
+
     def resolve_jwt_secret(self) -> str:
-        """The signing secret; in embedded mode one is generated once and kept on disk."""
+        """The signing secret; in embedded mode one is generated once and kept on disk.
+
+        Only the processes that sign or check tokens (``up``, ``api``) ask for it: a worker or
+        an operator's command needs none, even with PostgreSQL.
+        """
         if self.jwt_secret is not None:
             return self.jwt_secret
+        if self.mode == "postgres":
+            raise ConfigurationError(
+                "EVENTFLOW_JWT_SECRET is required with PostgreSQL: set it to a random string "
+                f"of at least {MIN_SECRET_LENGTH} characters "
+                "(for example `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
         return kept_secret(self.data_dir / "jwt_secret")

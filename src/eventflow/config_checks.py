@@ -8,6 +8,8 @@ import secrets
 from pathlib import Path
 
 from limits import RateLimitItem, parse_many
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from eventflow.errors import ConfigurationError
 from eventflow.private_files import create_once, private_dir, tighten
@@ -16,6 +18,15 @@ _WEAK_SECRETS = frozenset(
     {"secret", "changeme", "change-me", "changethis", "password", "jwt-secret", "eventflow"}
 )
 MIN_SECRET_LENGTH = 32
+#: What EVENTFLOW_DATABASE_URL may start with, and the SQLAlchemy dialect+driver it means.
+_DATABASE_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 # ":" is reserved as the separator inside Redis keys and hash tags, so "{a:1}" (partition 1 of
 # "a") can never be the tag of a deployment named "a:1"; braces would break the hash tag.
 _REDIS_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -40,6 +51,46 @@ def check_header_token(name: str, token: str) -> None:
             f"{name} must be 16 to 512 visible ASCII characters (no spaces), for example "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
+
+
+def database_url(value: str | None) -> str | None:
+    """The URL with its asyncio driver (``postgresql://`` → ``postgresql+asyncpg://``), None
+    for SQLite in the data directory; anything EventFlow cannot open is refused now, never with
+    the URL in the message (it may hold a password)."""
+    if value is None or not value.strip():
+        return None
+    scheme, sep, rest = value.strip().partition("://")
+    driver = _DATABASE_DRIVERS.get(scheme.lower()) if sep else None
+    if driver is None:
+        shown = f"the scheme {scheme!r} is" if sep else "it is not a URL:"
+        raise ConfigurationError(
+            f"EVENTFLOW_DATABASE_URL: {shown} not supported; use "
+            "postgresql://user:password@host:port/database, or leave it unset for SQLite in "
+            "EVENTFLOW_DATA_DIR"
+        )
+    url = f"{driver}://{rest}"
+    try:
+        make_url(url)  # a port that is not a number raises too
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            "EVENTFLOW_DATABASE_URL is not a valid URL: write "
+            "postgresql://user:password@host:port/database (percent-encode special characters "
+            "in the password)"
+        ) from None
+    return url
+
+
+def redis_url(value: str | None) -> str | None:
+    """The Redis URL, None when unset; a scheme redis-py cannot open is refused now."""
+    if value is None or not value.strip():
+        return None
+    scheme, sep, _ = value.strip().partition("://")
+    if not sep or scheme.lower() not in _REDIS_SCHEMES:
+        raise ConfigurationError(
+            "EVENTFLOW_REDIS_URL: use redis://host:port/db (or rediss:// with TLS, unix:// for "
+            "a socket), or leave it unset for the sql broker"
+        )
+    return value.strip()
 
 
 def parse_rate(name: str, value: str) -> RateLimitItem | None:

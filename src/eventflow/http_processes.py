@@ -12,6 +12,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from eventflow.config import Settings
+from eventflow.logs import configure_logging
 from eventflow.metrics.exposition import process_exited
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class ServingProcess(Process):
         from eventflow.serve import make_server
 
         settings = Settings()
-        logging.basicConfig(level=settings.log_level.upper())
+        configure_logging(settings)
         self._serving = make_server(settings, run_worker=os.environ.get(RUN_WORKER_ENV) == "1")
         self._serving.run(sockets)
 

@@ -14,7 +14,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from eventflow.api.problems import problem_response
+from eventflow.api.request_log import HEADER as REQUEST_ID_HEADER
 from eventflow.config import Settings
+from eventflow.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -183,27 +185,48 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         ms = round(self._limits.request_timeout_s * 1000)
-        log.info("%s: request incomplete after %d ms; answering 408", self._peer, ms)
         detail = f"The request was not complete within {ms} ms"
-        self._refuse(408, "Request timeout", detail, "request-timeout")
+        sent_id = self._sent_request_id() if self._state == _BODY else None
+        self._refuse(
+            408, "Request timeout", detail, "request-timeout", sent_id=sent_id, level=logging.INFO
+        )
 
     def _refuse_request(self) -> None:
         """Answer a complete head that the application must not see."""
+        sent_id = self._sent_request_id()
         if self._state == _FULL:
             limit = self._limits.max_connections
-            log.warning("%s: connection limit %d reached; answering 503", self._peer, limit)
-            detail = "The server is at its connection limit; retry shortly"
-            self._refuse(503, "Service unavailable", detail, "unavailable", b"retry-after: 1\r\n")
+            detail = f"The server is at its connection limit ({limit}); retry shortly"
+            retry = b"retry-after: 1\r\n"
+            self._refuse(503, "Service unavailable", detail, "unavailable", retry, sent_id=sent_id)
         elif self._state == _HEAD:
-            self._refuse_head(f"The request has more than {self._limits.max_headers} header fields")
+            detail = f"The request has more than {self._limits.max_headers} header fields"
+            self._refuse_head(detail, sent_id)
         # Else it was pipelined behind a refused request, and the connection is closing.
 
-    def _refuse_head(self, detail: str) -> None:
-        log.warning("%s: %s; answering 431", self._peer, detail)
-        self._refuse(431, "Request header fields too large", detail, "headers-too-large")
+    def _refuse_head(self, detail: str, sent_id: bytes | None = None) -> None:
+        title = "Request header fields too large"
+        self._refuse(431, title, detail, "headers-too-large", sent_id=sent_id)
 
-    def _refuse(self, status: int, title: str, detail: str, slug: str, *extra: bytes) -> None:
-        """Answer with a problem and close, whatever else the request holds."""
+    def _refuse(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        slug: str,
+        *extra: bytes,
+        sent_id: bytes | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
+        """Answer with a problem and close, whatever else the request holds.
+
+        The answer carries a request id as the application's do (``sent_id``, the request's
+        ``X-Request-ID`` if its head was read, when sane), and so does the line logged.
+        """
+        rid = request_id(sent_id)
+        log.log(
+            level, "%s: %s; answering %d", self._peer, detail, status, extra={"request_id": rid}
+        )
         if self._state == _BODY:
             # The application may be reading the body: it now sees the client gone, as after
             # connection_lost, so it writes nothing after this response.
@@ -222,7 +245,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         ]
         # The problem's own headers: its type and length, and those every response carries.
         head += [name + b": " + value + b"\r\n" for name, value in problem.raw_headers]
-        head += [*extra, b"connection: close\r\n\r\n"]
+        head += [*extra, b"x-request-id: " + rid.encode() + b"\r\n", b"connection: close\r\n\r\n"]
         transport.write(b"".join([*head, bytes(problem.body)]))
         if not transport.can_write_eof():
             transport.close()
@@ -230,6 +253,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         transport.write_eof()
         self.flow.resume_reading()
         self._linger = self.loop.call_later(_LINGER_S, transport.close)
+
+    def _sent_request_id(self) -> bytes | None:
+        """The current request's ``X-Request-ID``, once its head is complete."""
+        # uvicorn collects the request's headers, their names lower-cased.
+        for name, value in self.headers:
+            if name == REQUEST_ID_HEADER:
+                return value
+        return None
 
     @property
     def _peer(self) -> str:

@@ -207,34 +207,91 @@ def make_worker(
     )
 
 
+async def _open_core(
+    stack: AsyncExitStack, settings: Settings
+) -> tuple[AsyncEngine, Stores, Broker, Metrics]:
+    """The database (migrated), its stores, the broker and the metrics, closed with ``stack``."""
+    engine = create_engine(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    _on_exit(stack, "database pool", engine.dispose)
+    await migrate(engine)
+    stores = build_stores(engine)
+    metrics = Metrics()
+    stack.push_async_callback(_bounded, "stopping the metrics flush", keep_flushed(metrics), 2)
+    broker = make_broker(settings, stores)
+    await broker.start()
+    _on_exit(stack, "broker", broker.close)
+    return engine, stores, broker, metrics
+
+
+async def _start_worker(
+    stack: AsyncExitStack, settings: Settings, broker: Broker, stores: Stores, metrics: Metrics
+) -> None:
+    """A worker and a dispatcher, stopped (in-flight handlers finished) when ``stack`` closes."""
+    registry = make_registry(settings)
+    worker = make_worker(settings, broker, stores, registry, metrics)
+    dispatcher = Dispatcher(
+        stores.upkeep,
+        broker,
+        DispatchOptions(
+            interval_ms=settings.dispatch_interval_ms,
+            redispatch_after_ms=settings.redispatch_after_ms,
+            max_attempts=settings.max_attempts,
+            retention=RetentionOptions(
+                completed_days=settings.retention_days,
+                failed_days=settings.effective_failed_retention_days,
+                batch=_either(settings.retention_batch, stores.database.retention_batch),
+                pause_ms=settings.retention_pause_ms,
+                interval_ms=settings.retention_interval_ms,
+            ),
+            max_attempts_by_type=registry.max_attempts_by_type,
+        ),
+    )
+    await worker.start()
+    _on_exit(stack, "worker", worker.stop)
+    await dispatcher.start()
+    _on_exit(stack, "dispatcher", dispatcher.stop)
+    log.info("worker %s started (broker: %s)", worker.name, broker.name)
+
+
+@asynccontextmanager
+async def open_worker_runtime(settings: Settings, *, tune_gc: bool = False) -> AsyncIterator[None]:
+    """A worker and a dispatcher alone (``eventflow worker``): no HTTP, so no JWT secret; its
+    metrics on ``EVENTFLOW_METRICS_PORT`` when set."""
+    async with AsyncExitStack() as stack:
+        _, stores, broker, metrics = await _open_core(stack, settings)
+        await _start_worker(stack, settings, broker, stores, metrics)
+        if settings.metrics_port is not None:
+            refresh = scrape_refresh(settings, stores.queue, broker, metrics, None)
+            scrape = Scrape(metrics, settings.metrics_token, refresh)
+            server = await serve_metrics(scrape, settings.host, settings.metrics_port)
+            _on_exit(stack, "metrics port", _closer(server))
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        if tune_gc:
+            _tune_gc()
+        yield
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
     *,
-    serve_api: bool = True,
     run_worker: bool = False,
     tune_gc: bool = False,
     stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[Services]:
-    """Everything a process needs; ``run_worker`` adds a worker and a dispatcher.
+    """What the API needs; ``run_worker`` adds a worker and a dispatcher (``eventflow up``).
 
     ``tune_gc`` is for processes that own their interpreter (the CLI's), not for embedders;
     ``stopping`` is the server's notice that a graceful shutdown began (serve.py).
     """
     async with AsyncExitStack() as stack:
-        engine = create_engine(
-            settings.effective_database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-        )
-        _on_exit(stack, "database pool", engine.dispose)
-        await migrate(engine)
-        stores = build_stores(engine)
-        metrics = Metrics()
-        stack.push_async_callback(_bounded, "stopping the metrics flush", keep_flushed(metrics), 2)
-        broker = make_broker(settings, stores)
-        await broker.start()
-        _on_exit(stack, "broker", broker.close)
+        # Read once, before anything starts: every request signs and checks with it.
+        secret = settings.resolve_jwt_secret()
+        engine, stores, broker, metrics = await _open_core(stack, settings)
         writer = GroupCommitWriter(
             stores.ingest,
             broker,
@@ -250,48 +307,11 @@ async def open_runtime(
             database_probe=database_probe(engine),
             metrics=metrics,
         )
-        if serve_api:
-            await writer.start()
-            _on_exit(stack, "writer", writer.close)
+        await writer.start()
+        _on_exit(stack, "writer", writer.close)
         if run_worker:
-            registry = make_registry(settings)
-            worker = make_worker(settings, broker, stores, registry, metrics)
-            dispatcher = Dispatcher(
-                stores.upkeep,
-                broker,
-                DispatchOptions(
-                    interval_ms=settings.dispatch_interval_ms,
-                    redispatch_after_ms=settings.redispatch_after_ms,
-                    max_attempts=settings.max_attempts,
-                    retention=RetentionOptions(
-                        completed_days=settings.retention_days,
-                        failed_days=settings.effective_failed_retention_days,
-                        batch=_either(settings.retention_batch, stores.database.retention_batch),
-                        pause_ms=settings.retention_pause_ms,
-                        interval_ms=settings.retention_interval_ms,
-                    ),
-                    max_attempts_by_type=registry.max_attempts_by_type,
-                ),
-            )
-            await worker.start()
-            _on_exit(stack, "worker", worker.stop)
-            await dispatcher.start()
-            _on_exit(stack, "dispatcher", dispatcher.stop)
-            log.info("worker %s started (broker: %s)", worker.name, broker.name)
-        scrape = Scrape(
-            metrics,
-            settings.metrics_token,
-            scrape_refresh(
-                settings, stores.queue, broker, metrics, writer.dependencies if serve_api else None
-            ),
-        )
-        if run_worker and not serve_api and settings.metrics_port is not None:
-            # `up` and `api` answer /metrics on their HTTP port; a lone worker has none.
-            server = await serve_metrics(scrape, settings.host, settings.metrics_port)
-            _on_exit(stack, "metrics port", _closer(server))
-            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-        # Read once: every request signs and checks with the same secret.
-        secret = settings.resolve_jwt_secret()
+            await _start_worker(stack, settings, broker, stores, metrics)
+        refresh = scrape_refresh(settings, stores.queue, broker, metrics, writer.dependencies)
         streams = await stack.enter_async_context(
             open_stream_access(settings, stores.spent_tickets, secret)
         )
@@ -300,9 +320,8 @@ async def open_runtime(
         limiter = Limiter.from_settings(settings)
         _on_exit(stack, "rate limiter", limiter.close)
         accounts = AccountStates(stores.users, stores.revocations, poll_ms=settings.account_poll_ms)
-        if serve_api:
-            await accounts.start()
-            _on_exit(stack, "account poll", accounts.close)
+        await accounts.start()
+        _on_exit(stack, "account poll", accounts.close)
         if tune_gc:
             _tune_gc()
         yield Services(
@@ -326,5 +345,5 @@ async def open_runtime(
             revocations=stores.revocations,
             stopping=stopping if stopping is not None else asyncio.Event(),
             metrics=metrics,
-            scrape=scrape,
+            scrape=Scrape(metrics, settings.metrics_token, refresh),
         )

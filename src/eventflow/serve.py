@@ -47,7 +47,7 @@ def make_server(settings: Settings, *, run_worker: bool) -> ServingServer:
     """A server for this process, its app and its shutdown notice."""
     stopping = asyncio.Event()
     runtime = functools.partial(
-        open_runtime, serve_api=True, run_worker=run_worker, tune_gc=True, stopping=stopping
+        open_runtime, run_worker=run_worker, tune_gc=True, stopping=stopping
     )
     # The app is built when the server loads it, in the process that serves it.
     app = functools.partial(create_asgi_app, settings, runtime)
@@ -72,6 +72,8 @@ def serve(settings: Settings, *, run_worker: bool) -> bool:
         value = getattr(settings, name)
         if value is not None:
             os.environ[f"EVENTFLOW_{name.upper()}"] = str(value)
+    # Decided once here, so that every process writes the one format whatever it inherits.
+    os.environ["EVENTFLOW_LOG_FORMAT"] = settings.effective_log_format
     os.environ[RUN_WORKER_ENV] = "1" if run_worker else "0"
     # The supervisor's config only binds the socket and counts processes (its app is never
     # loaded): each process builds its own server and app (``http_processes.py``).
@@ -93,8 +95,13 @@ def _config(app: ASGIApp | str, settings: Settings, **extra: Any) -> uvicorn.Con
         # without the request deadline.
         ws="none",
         lifespan="on",
+        # Logging is configured by EventFlow (logs.py), in this process and in each HTTP
+        # process: uvicorn's own formatters would give its lines another format. Its access
+        # log would show query strings (a stream ticket) and no request id: RequestLog writes
+        # EventFlow's instead.
+        log_config=None,
         access_log=False,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # uvicorn trusts X-Forwarded-For from loopback unless told otherwise; the client's
         # address keys the rate limits, so only configured proxies may name it (the right-most

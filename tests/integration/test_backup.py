@@ -21,6 +21,8 @@ from testkit import EventflowProcess, pg_bin, require_service
 from tests.apiclient import wait_for
 from tests.conftest import TEST_SECRET
 
+pytestmark = pytest.mark.slow
+
 EVENTS = 30
 ACCOUNT = {"email": "backup@example.com", "password": "correct horse battery"}
 #: docs/operations.md's commands, with $DATA and $BACKUP for the two folders.

@@ -38,6 +38,8 @@ from tests.apiclient import wait_for
 from tests.integration import compose_file
 from tests.integration.compose_file import REQUIRED, eventflow_services, sample_env, services
 
+pytestmark = pytest.mark.slow
+
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 #: The scale docker-compose.yml's header and docs/operations.md show.
 SCALE = {"api": 2, "worker": 4}

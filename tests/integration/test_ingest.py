@@ -211,7 +211,7 @@ async def test_browser_preflights_of_ingest_are_answered(make_settings: Settings
 
 async def test_the_ingest_routes_serve_from_inside_the_app(make_settings: SettingsFactory) -> None:
     # The server puts DirectIngest in front of the app; the routes answer on their own as well.
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=False)
+    factory = functools.partial(open_runtime, run_worker=False)
     app = create_app(make_settings(), factory)
     async with (
         LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,

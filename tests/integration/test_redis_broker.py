@@ -22,7 +22,7 @@ from eventflow.db.migrate import migrate
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status, UserRow
 from eventflow.db.stores import Stores, build_stores
 from eventflow.ids import new_id
-from eventflow.runtime import open_runtime
+from eventflow.runtime import open_worker_runtime
 from tests.apiclient import running_app, signup, wait_for
 from tests.conftest import TEST_SECRET
 
@@ -343,7 +343,7 @@ async def test_deep_queue_answers_503_until_workers_drain_it(
         assert refused.headers["Retry-After"]
         assert "EVENTFLOW_MAX_QUEUE_DEPTH" in refused.json()["detail"]
 
-        async with open_runtime(settings, serve_api=False, run_worker=True):
+        async with open_worker_runtime(settings):
             await wait_for(lambda: _accepted(post), within=10.0, interval=0.2)
 
 

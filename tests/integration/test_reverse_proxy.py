@@ -20,6 +20,8 @@ import pytest
 
 from testkit import REPO_ROOT, EventflowProcess, free_port, require_service
 
+pytestmark = pytest.mark.slow
+
 EXAMPLE = REPO_ROOT / "deploy" / "nginx" / "eventflow.conf"
 PROXY_ADDRESS = "127.0.0.2"
 CLIENTS = ("127.0.0.3", "127.0.0.4")

@@ -35,7 +35,7 @@ Frame = tuple[str, dict[str, Any]]
 async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, ServingServer]]:
     """The full app on a real socket (an in-process transport would buffer the stream)."""
     stopping = asyncio.Event()
-    factory = functools.partial(open_runtime, serve_api=True, run_worker=True, stopping=stopping)
+    factory = functools.partial(open_runtime, run_worker=True, stopping=stopping)
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, factory), host="127.0.0.1", port=port, log_level="warning"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from eventflow.config import Settings
 from eventflow.errors import ConfigurationError
@@ -37,9 +39,57 @@ def test_plain_postgres_urls_are_accepted(prefix: str) -> None:
     assert settings.mode == "postgres"
 
 
-def test_postgres_requires_a_secret() -> None:
+def test_postgres_requires_a_secret_only_to_sign_tokens() -> None:
+    # A worker or an operator's command never signs a token: their settings need no secret.
+    settings = Settings(database_url="postgresql://u@db/ef", jwt_secret=None)
     with pytest.raises(ConfigurationError, match="EVENTFLOW_JWT_SECRET is required"):
-        Settings(database_url="postgresql://u@db/ef", jwt_secret=None)
+        settings.resolve_jwt_secret()
+    with_secret = Settings(database_url="postgresql://u@db/ef", jwt_secret=STRONG)
+    assert with_secret.resolve_jwt_secret() == STRONG
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://root:hunter2-secret@db/app", "the scheme 'mysql' is not supported"),
+        ("db.example.com/app", "it is not a URL"),
+        ("postgresql://u:hunter2-secret@db:port/app", "not a valid URL"),
+    ],
+)
+def test_a_database_url_eventflow_cannot_open_is_refused_without_its_password(
+    url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as refused:
+        Settings(database_url=url)
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "sqlite+aiosqlite:///x.db"])
+def test_sqlite_urls_get_the_asyncio_driver(url: str) -> None:
+    assert Settings(database_url=url).effective_database_url == "sqlite+aiosqlite:///x.db"
+
+
+def test_a_redis_url_needs_a_redis_scheme() -> None:
+    assert Settings(redis_url="rediss://cache:6380/1").redis_url == "rediss://cache:6380/1"
+    with pytest.raises(ConfigurationError, match="EVENTFLOW_REDIS_URL"):
+        Settings(redis_url="http://cache:6379")
+
+
+def test_log_settings_are_checked_and_read_in_any_case() -> None:
+    settings = Settings(log_level="WARNING", log_format="Text", access_log="off")
+    assert (settings.log_level, settings.log_format, settings.access_log) == (
+        "warning",
+        "text",
+        False,
+    )
+    wrong: list[dict[str, Any]] = [
+        {"log_level": "verbose"},
+        {"log_format": "xml"},
+        {"access_log": "maybe"},
+    ]
+    for values in wrong:
+        with pytest.raises(ValidationError):
+            Settings(**values)
 
 
 @pytest.mark.parametrize("secret", ["changeme", "secret", "short-but-random-ish"])

@@ -18,6 +18,7 @@ _LAYERS = {
     "ids": 0,
     "private_files": 0,
     "metrics": 0,
+    "logs": 0,
     "db": 1,
     "broker": 2,
     "ingest": 2,

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from eventflow import __version__, dashboard
 from eventflow.api import docs, fast_ingest, ingest_metrics, openapi, problem_types, problems
 from eventflow.api.headers import SecurityHeaders
+from eventflow.api.request_log import RequestLog
 from eventflow.api.request_metrics import RequestMetrics
 from eventflow.api.routes import auth, events, health, metrics, stats, stream
 from eventflow.config import Settings
@@ -63,7 +64,8 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
         )
     # The outermost of the app's middleware, so CORS preflights get the headers too. Ingest
     # requests that DirectIngest takes past it set their own (fast_ingest.py, problems.py).
@@ -75,8 +77,10 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
 
 
 def create_asgi_app(settings: Settings, open_services: ServicesFactory) -> ASGIApp:
-    """What the server runs: the API, its ingest routes also reached directly by servers."""
+    """What the server runs: the API, its ingest routes also reached directly by servers, each
+    request with its id and access line."""
     app = create_app(settings, open_services)
-    return fast_ingest.direct(
+    direct = fast_ingest.direct(
         app, {"ingest_one": fast_ingest.SINGLE, "ingest_batch": fast_ingest.BATCH}
     )
+    return RequestLog(direct, access=settings.access_log)

@@ -14,6 +14,7 @@ import orjson
 
 from eventflow.clock import now_ms
 from eventflow.db.rows import ClaimedEvent, Outcome, Status
+from eventflow.logs import ATTEMPT, EVENT_ID
 from eventflow.worker.handlers import (
     EventContext,
     HandlerRegistry,
@@ -91,6 +92,10 @@ class Attempts:
 
     async def _run(self, run: _Run) -> None:
         event = run.event
+        # Each run is a task of its own, with its own copy of the context: whatever the handler
+        # logs (in its thread too: threads.py) carries the event and the attempt (logs.py).
+        EVENT_ID.set(event.id)
+        ATTEMPT.set(event.attempt)
         try:
             result = await self._call(run)
             if run.settled:
@@ -111,6 +116,9 @@ class Attempts:
                 str(exc) or type(exc).__name__,
                 policy=None if isinstance(exc, PermanentError) else run.registration.policy,
             )
+            # The exception's type only: its message may quote the payload (the message is kept
+            # in the event's history, GET /api/v1/events/{id}).
+            log.info("handler of %s raised %s: %s", event.type, type(exc).__name__, outcome.status)
         except BaseException:
             self._forget(run)
             raise

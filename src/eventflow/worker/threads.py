@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -40,7 +41,9 @@ class HandlerThreads:
         if self._closed:
             raise RuntimeError("the handler threads are closed")
         job: Future[_R] = Future()
-        self._jobs.put((job, func, arg))
+        # In the caller's context, so that the handler's log lines name its event (logs.py).
+        context = contextvars.copy_context()
+        self._jobs.put((job, lambda value: context.run(func, value), arg))
         if not self._idle.acquire(blocking=False) and self._started < self._size:
             self._started += 1
             threading.Thread(

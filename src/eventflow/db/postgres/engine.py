@@ -18,4 +18,7 @@ def create_postgres_engine(url: str, pool_size: int, max_overflow: int) -> Async
         pool_pre_ping=False,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
+        # An error's message would otherwise quote the statement's parameters: payloads,
+        # password hashes, in every log line that shows the error.
+        hide_parameters=True,
     )

@@ -18,7 +18,11 @@ def create_sqlite_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEn
     if database and database != ":memory:" and not database.startswith("file:"):
         _private_database_files(Path(database))
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, connect_args={"timeout": 30}
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        connect_args={"timeout": 30},
+        hide_parameters=True,  # as on PostgreSQL: errors never quote payloads or hashes
     )
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine

@@ -16,6 +16,7 @@ from eventflow.cli_options import fail, with_settings
 from eventflow.cli_users import user_app
 from eventflow.config import Settings
 from eventflow.errors import ConfigurationError
+from eventflow.logs import LIFECYCLE
 from eventflow.worker.handlers import builtin_registry, load_modules
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def _serve(settings: Settings, *, run_worker: bool) -> None:
 
     mode = f"{settings.mode}, broker {'redis' if settings.redis_url else 'sql'}"
     processes = f", {settings.http_workers} HTTP processes" if settings.http_workers > 1 else ""
-    log.info(
+    logging.getLogger(LIFECYCLE).info(
         "EventFlow %s (%s%s) on http://%s:%d  dashboard: /   API docs: /docs",
         __version__,
         mode,
@@ -98,9 +99,10 @@ async def _run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with open_worker_runtime(settings, tune_gc=True):
-        log.info("EventFlow worker running; Ctrl-C to stop")
+        lifecycle = logging.getLogger(LIFECYCLE)
+        lifecycle.info("EventFlow worker running; Ctrl-C to stop")
         await stop.wait()
-        log.info("EventFlow worker stopping: finishing in-flight events")
+        lifecycle.info("EventFlow worker stopping: finishing in-flight events")
 
 
 @app.command()

@@ -37,6 +37,9 @@ _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~+/=:-]{1,%d}" % MAX_REQUEST_ID_LEN
 #: Python 3.12), and the coloured copy of its message that uvicorn attaches.
 _NOT_FIELDS = frozenset({*RESERVED_ATTRS, "taskName", "color_message"})
 _QUIET = {"alembic.runtime.plugins": logging.WARNING}
+#: A process's start and stop notices ("worker running"), written whatever the log level: process
+#: managers and the test harness wait for them.
+LIFECYCLE = "eventflow.lifecycle"
 
 
 def request_id(sent: bytes | None) -> str:
@@ -253,6 +256,7 @@ def configure_logging(settings: Settings) -> None:
         logger.propagate = True
     for name, level in _QUIET.items():
         logging.getLogger(name).setLevel(level)
+    logging.getLogger(LIFECYCLE).setLevel(logging.INFO)
     # The logging HOWTO's "Optimization": no line shows the caller's source line, thread or
     # process name, so records need not look them up (the access log writes one per request).
     logging._srcfile = None

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import orjson
+import psutil
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -273,3 +274,44 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         if name.strip().lower() == b"content-length":
             length = int(value)
     return status, await reader.readexactly(length)
+
+
+async def processes_that_answer(process: EventflowProcess, wanted: int, within: float) -> set[int]:
+    """The pids of the processes that answered ``GET /health`` on fresh connections.
+
+    Asked of the OS: the server's end of a connection belongs to the process that accepted it,
+    and a connection still open after its answer was read was answered by that process.
+    """
+    server = psutil.Process(process.pid)
+    served: set[int] = set()
+    deadline = time.monotonic() + within
+    while len(served) < wanted and time.monotonic() < deadline:
+        opened = await asyncio.gather(*(answered_connection(process.port) for _ in range(16)))
+        try:
+            owners = {
+                conn.raddr.port: child.pid
+                for child in server.children(recursive=True)
+                for conn in child.net_connections("tcp")
+                if conn.raddr and conn.laddr.port == process.port
+            }
+        finally:
+            for _, writer in opened:
+                writer.close()
+        served |= {owners[port] for port, _ in opened if port in owners}
+    return served
+
+
+async def answered_connection(port: int) -> tuple[int, asyncio.StreamWriter]:
+    """A keep-alive connection on which ``GET /health`` was answered 200, and its local port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: eventflow.test\r\n\r\n")
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    assert head.startswith("HTTP/1.1 200"), head
+    length = next(
+        int(line.partition(":")[2])
+        for line in head.split("\r\n")
+        if line.lower().startswith("content-length:")
+    )
+    await reader.readexactly(length)
+    local_port: int = writer.get_extra_info("sockname")[1]
+    return local_port, writer

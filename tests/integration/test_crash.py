@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from testkit import EventflowProcess
 from tests.conftest import TEST_SECRET
+from tests.integration.procs import processes_that_answer
 
 pytestmark = pytest.mark.slow
 
@@ -175,7 +175,7 @@ async def test_several_http_processes_share_the_port(tmp_path: Path) -> None:
         "EVENTFLOW_LOG_LEVEL": "warning",
     }
     with _up(env, tmp_path / "up.log") as process:
-        served = await _processes_that_answer(process, wanted=2, within=30)
+        served = await processes_that_answer(process, wanted=2, within=30)
         assert len(served) >= 2, f"only {served} answered\n{process.log()}"
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
             headers = await _login(client)
@@ -193,44 +193,3 @@ async def test_several_http_processes_share_the_port(tmp_path: Path) -> None:
                 await asyncio.sleep(0.2)
             assert len(await _all_events(client, headers)) == len(ids)
         assert await asyncio.to_thread(process.terminate, 30) == 0, process.log()
-
-
-async def _processes_that_answer(process: EventflowProcess, wanted: int, within: float) -> set[int]:
-    """The pids of the processes that answered ``GET /health`` on fresh connections.
-
-    Asked of the OS: the server's end of a connection belongs to the process that accepted it,
-    and a connection still open after its answer was read was answered by that process.
-    """
-    server = psutil.Process(process.pid)
-    served: set[int] = set()
-    deadline = time.monotonic() + within
-    while len(served) < wanted and time.monotonic() < deadline:
-        opened = await asyncio.gather(*(_answered_connection(process.port) for _ in range(16)))
-        try:
-            owners = {
-                conn.raddr.port: child.pid
-                for child in server.children(recursive=True)
-                for conn in child.net_connections("tcp")
-                if conn.raddr and conn.laddr.port == process.port
-            }
-        finally:
-            for _, writer in opened:
-                writer.close()
-        served |= {owners[port] for port, _ in opened if port in owners}
-    return served
-
-
-async def _answered_connection(port: int) -> tuple[int, asyncio.StreamWriter]:
-    """A keep-alive connection on which ``GET /health`` was answered 200, and its local port."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: eventflow.test\r\n\r\n")
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    assert head.startswith("HTTP/1.1 200"), head
-    length = next(
-        int(line.partition(":")[2])
-        for line in head.split("\r\n")
-        if line.lower().startswith("content-length:")
-    )
-    await reader.readexactly(length)
-    local_port: int = writer.get_extra_info("sockname")[1]
-    return local_port, writer

@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 from eventflow.metrics import Metrics
 from testkit import EventflowProcess, free_port
 from tests.conftest import TEST_SECRET
-from tests.integration.procs import cluster, login, post_many
+from tests.integration.procs import cluster, login, post_many, processes_that_answer
 
 pytestmark = pytest.mark.slow
 
@@ -213,12 +213,16 @@ async def test_several_http_processes_add_up(fresh_postgres: str, tmp_path: Path
         "EVENTFLOW_LOG_LEVEL": "warning",
     }
     with _serving(env, tmp_path / "up.log") as process:
+        # Both processes serve before any event is sent (a loaded machine may start the
+        # second one seconds after the first answers).
+        assert len(await processes_that_answer(process, wanted=2, within=60)) == 2
         headers = await _headers(process.url)
         sent = 0
         per_process: dict[str, float] = {}
         # The kernel decides which process accepts a connection: send rounds over many
         # connections until both have answered some.
-        for _ in range(20):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             await post_many([process.url], headers, _bodies("METRICS_SHARED", 64))
             sent += 64
             samples = await scrape(process.url, token=None)

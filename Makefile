@@ -25,9 +25,10 @@ deps:
 TEST_WORKERS ?= 2
 # deps first, so a machine without the packages stops in seconds, before the venv is built.
 # A test file runs whole in one process (--dist loadfile): its module fixtures start once.
+# Files go out in the order tests/conftest.py sorts them, longest first (not by test count).
 test: deps
 	$(MAKE) --no-print-directory $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## fuzz: the long schema fuzzing run (5,000+ cases a deployment, a fresh seed; see docs/testing.md)
 fuzz: deps

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.stages import STAGES
 from bench.usage import Usage
 
 #: Roles that are EventFlow itself (the ceiling stands in for it in its own scenario).
@@ -115,6 +116,11 @@ class ScenarioResult:
         return statistics.median(r.cpu_percent for r in self.runs)
 
     @property
+    def commit_p99_ms(self) -> float | None:
+        """The database's own commit p99 (bench/commit_probe.py), median over the runs."""
+        return _median([r.details.get("commit_probe", {}).get("p99_ms") for r in self.runs])
+
+    @property
     def peak_rss_mb(self) -> float:
         return max(r.peak_rss_mb for r in self.runs)
 
@@ -187,25 +193,49 @@ def _api_rss(result: ScenarioResult, _: float | None) -> bool | None:
     return _at_most(result.role_rss_mb("api", "up"), 200)
 
 
+def _of_ceiling(
+    bound: float, measure: Callable[[ScenarioResult], float | None] | None = None
+) -> Callable[[ScenarioResult, float | None], bool | None]:
+    """At least ``bound`` times the same run's ceiling (of events/s, or of ``measure``)."""
+
+    def met(result: ScenarioResult, ceiling: float | None) -> bool | None:
+        value = result.events_per_s if measure is None else measure(result)
+        return _at_least(value / ceiling, bound) if ceiling and value is not None else None
+
+    return met
+
+
+def _tail(result: ScenarioResult, _: float | None) -> bool | None:
+    """p99 ≤ 25 ms, or at most 10 ms above the database's own commit p99 in the same runs:
+    no design answers a durable 202 faster than the disk flushes."""
+    if result.p99_ms is None:
+        return None
+    floor = result.commit_p99_ms
+    return result.p99_ms <= 25 or (floor is not None and result.p99_ms <= floor + 10)
+
+
+def _ingest_beside_worker(result: ScenarioResult) -> float | None:
+    return _median([r.details.get("ingest_per_s") for r in result.runs])
+
+
+TAIL = "p99≤25ms or commit p99+10ms"
+#: Held as ratios to the same run's ceiling, so that they mean the same on every machine.
 TARGETS: tuple[Target, ...] = (
-    Target(
-        "distributed", "ingest-single", "≥15k/s", lambda r, _: _at_least(r.events_per_s, 15_000)
-    ),
-    Target("distributed", "ingest-single", "p99≤25ms", lambda r, _: _at_most(r.p99_ms, 25)),
+    Target("distributed", "ingest-single", "≥0.45x ceiling", _of_ceiling(0.45)),
+    Target("distributed", "ingest-single", TAIL, _tail),
+    Target("embedded", "ingest-single", "≥0.2x ceiling", _of_ceiling(0.2)),
+    Target("embedded", "ingest-single", TAIL, _tail),
+    Target("distributed", "ingest-batch", "≥5x ceiling", _of_ceiling(5.0)),
+    Target("distributed", "end-to-end", "≥0.35x ceiling", _of_ceiling(0.35)),
     Target(
         "distributed",
-        "ingest-single",
-        "≥0.3x ceiling",
-        lambda r, c: _at_least(r.events_per_s / c, 0.3) if c else None,
+        "end-to-end",
+        "ingest ≥0.3x ceiling",
+        _of_ceiling(0.3, _ingest_beside_worker),
     ),
-    Target("embedded", "ingest-single", "≥5k/s", lambda r, _: _at_least(r.events_per_s, 5_000)),
-    Target(
-        "distributed", "ingest-batch", "≥150k/s", lambda r, _: _at_least(r.events_per_s, 150_000)
-    ),
-    Target("distributed", "end-to-end", "≥10k/s", lambda r, _: _at_least(r.events_per_s, 10_000)),
     Target("distributed", "end-to-end", "p99≤1s", lambda r, _: _at_most(r.p99_ms, 1000)),
     Target("distributed", "end-to-end", "bounded queue", _bounded_queue),
-    Target("distributed", "worker-drain", "≥30k/s", lambda r, _: _at_least(r.events_per_s, 30_000)),
+    Target("distributed", "worker-drain", "≥1x ceiling", _of_ceiling(1.0)),
     *(
         Target(m, s, "API RSS≤200MB", _api_rss)
         for m in ("distributed",)
@@ -272,6 +302,38 @@ def results_table(results: Sequence[ScenarioResult], title: str) -> Table:
             f"{result.others_cpu_percent:.0f}",
             _targets_cell(target_checks(result, ceiling)),
             notes,
+        )
+    return table
+
+
+def stages_table(results: Sequence[ScenarioResult]) -> Table | None:
+    """Each stage's p50 / p99 in ms (median run), beside the database's own commit latency."""
+    rows = [r for r in results if r.median_run.details.get("stages")]
+    if not rows:
+        return None
+    table = Table(
+        title="Stages, p50 / p99 ms (median run; estimated from the processes' histograms)",
+        title_justify="left",
+    )
+    for name in ("mode", "scenario"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("database commit", justify="right", no_wrap=True)
+    for stage in STAGES:
+        table.add_column(stage.replace("_", " "), justify="right", no_wrap=True)
+    for result in rows:
+        run = result.median_run
+        probe = run.details.get("commit_probe", {})
+        seen = run.details["stages"]
+        table.add_row(
+            result.mode,
+            result.scenario,
+            f"{_ms(probe.get('p50_ms'))} / {_ms(probe.get('p99_ms'))}",
+            *(
+                f"{_ms(seen[stage]['p50_ms'])} / {_ms(seen[stage]['p99_ms'])}"
+                if stage in seen
+                else "—"
+                for stage in STAGES
+            ),
         )
     return table
 

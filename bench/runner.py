@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -29,7 +28,16 @@ from rich.progress import (
 
 from bench import scenarios
 from bench.load import wrk_binary
-from bench.report import CEILING, RunResult, ScenarioResult, results_json, results_table
+from bench.machine import describe
+from bench.machine import summary as machine_summary
+from bench.report import (
+    CEILING,
+    RunResult,
+    ScenarioResult,
+    results_json,
+    results_table,
+    stages_table,
+)
 from bench.scenarios import BenchOptions, Context
 from bench.stack import MODES, Mode, Stack, settings_overrides
 from eventflow import __version__
@@ -156,16 +164,16 @@ def _tool_version(args: list[str]) -> str:
     return text.splitlines()[0] if text else "unknown"
 
 
-def _meta(options: BenchOptions, modes: Sequence[Mode], chosen: Sequence[str]) -> dict[str, Any]:
+def _meta(
+    options: BenchOptions, modes: Sequence[Mode], chosen: Sequence[str], workdir: Path
+) -> dict[str, Any]:
     return {
         "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "eventflow_version": __version__,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {
-            "cpus": os.cpu_count(),
+            **describe(workdir),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
             "wrk": _tool_version([wrk_binary(), "--version"]),
         },
         "modes": list(modes),
@@ -186,8 +194,9 @@ def main(
     modes = parse_modes(mode)
     chosen = parse_scenarios(scenario_list)
     err = Console(stderr=True, log_path=False)
-    meta = _meta(options, modes, chosen)
     workdir = Path(tempfile.mkdtemp(prefix="eventflow-bench-"))
+    # The fsync probe runs where the bench's databases live, before any load.
+    meta = _meta(options, modes, chosen, workdir)
     try:
         outcome = asyncio.run(run_bench(modes, chosen, options, workdir, err))
     except KeyboardInterrupt:
@@ -203,6 +212,10 @@ def main(
     if not out.is_terminal:
         out = Console(width=200)
     out.print(results_table(outcome.results, title))
+    stages = stages_table(outcome.results)
+    if stages is not None:
+        out.print(stages)
+    out.print(f"Machine: {machine_summary(meta['machine'])}")
     for failure in outcome.failures:
         err.print(f"[red]FAILED[/] {failure.mode} · {failure.scenario}: {failure.error}")
     if json_path is not None:

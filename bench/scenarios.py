@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from bench import stages
 from bench.client import Account, post_json, register_and_login
+from bench.commit_probe import CommitProbe
 from bench.database import BenchDatabase
 from bench.load import Load, WrkResult, batch_body, run_wrk, single_body
 from bench.report import RunResult
@@ -70,6 +74,20 @@ def _others(usage: UsageSampler, *loads: WrkResult) -> float:
     return round(max(0.0, usage.machine_cpu_percent - ours - load), 1)
 
 
+@asynccontextmanager
+async def _watched(dep: Deployment) -> AsyncIterator[dict[str, Any]]:
+    """Over the block: every stage's latencies, read from the processes' own histograms, and
+    the database's own commit latency beside them; both land in the dict answered."""
+    found: dict[str, Any] = {}
+    before = await stages.scrape(dep.metrics_ports())
+    probe = CommitProbe()
+    async with probe.running(dep.database_url):
+        yield found
+    after = await stages.scrape(dep.metrics_ports())
+    found["stages"] = stages.summarise(stages.difference(after, before))
+    found["commit_probe"] = probe.result()
+
+
 def _errors(result: WrkResult) -> str:
     bad = {f"HTTP {k}": v for k, v in result.other_statuses.items()}
     bad |= {k: v for k, v in result.errors.items() if v and k != "status"}
@@ -119,7 +137,10 @@ async def ingest(ctx: Context, stack: Stack, *, batch: bool) -> RunResult:
             )
             await run_wrk(warmup, ctx.workdir / "wrk")
         ctx.say(f"wrk {ctx.options.duration_s} s")
-        async with UsageSampler({**dep.pids(), **stack.service_pids()}) as usage:
+        async with (
+            _watched(dep) as watched,
+            UsageSampler({**dep.pids(), **stack.service_pids()}) as usage,
+        ):
             load = replace(_load(ctx, dep.port, account, batch=batch), collect_ids=not batch)
             result = await run_wrk(load, ctx.workdir / "wrk")
         ctx.say("checking the database")
@@ -142,7 +163,12 @@ async def ingest(ctx: Context, stack: Stack, *, batch: bool) -> RunResult:
         others_cpu_percent=_others(usage, result),
         notes=check + (f"; {errors}" if errors else ""),
         ok=ok and result.accepted > 0,
-        details={"verified": ok, "acknowledged_events": acknowledged, "wrk": result.as_json()},
+        details={
+            "verified": ok,
+            "acknowledged_events": acknowledged,
+            "wrk": result.as_json(),
+            **watched,
+        },
     )
 
 
@@ -192,7 +218,10 @@ async def end_to_end(ctx: Context, stack: Stack) -> RunResult:
         sampler = asyncio.create_task(_sample_backlog(dep.db, busy.user_id, depth))
         start_ms = now_ms()
         try:
-            async with UsageSampler({**dep.pids(), **stack.service_pids()}) as usage:
+            async with (
+                _watched(dep) as watched,
+                UsageSampler({**dep.pids(), **stack.service_pids()}) as usage,
+            ):
                 result = await run_wrk(_load(ctx, dep.port, busy, batch=False), ctx.workdir / "wrk")
         finally:
             sampler.cancel()
@@ -246,6 +275,7 @@ async def end_to_end(ctx: Context, stack: Stack) -> RunResult:
             "paced_latency_ms": {"p50": p50, "p99": p99, "samples": len(latencies)},
             "wrk": result.as_json(),
             "wrk_paced": paced_result.as_json(),
+            **watched,
         },
     )
 
@@ -279,7 +309,10 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
         ctx.say(f"one worker draining {queued:,} events")
         worker: EventflowProcess = await dep.start("worker")
         budget = 120.0 + queued / 1000
-        async with UsageSampler({"worker": [worker.pid], **stack.service_pids()}) as usage:
+        async with (
+            _watched(dep) as watched,
+            UsageSampler({"worker": [worker.pid], **stack.service_pids()}) as usage,
+        ):
             drained_after = await _wait_drained(dep.db, account.user_id, budget)
         span = await dep.db.drain_span(account.user_id)
     done = "drained" if drained_after is not None else "NOT drained"
@@ -297,5 +330,6 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
             "drain_wall_s": drained_after,
             "first_started_ms": span.first_started_ms,
             "last_completed_ms": span.last_completed_ms,
+            **watched,
         },
     )

@@ -143,6 +143,7 @@ class Deployment:
         self.db = BenchDatabase(database_url)
         self.processes: list[EventflowProcess] = []
         self._started: dict[str, int] = {}
+        self._metrics_ports: dict[int, int] = {}
 
     async def start(self, command: Command) -> EventflowProcess:
         """``eventflow COMMAND``, returned once it serves HTTP (or, for a worker, consumes)."""
@@ -150,7 +151,13 @@ class Deployment:
         # log of its own, so its readiness is never read from the stopped one's log.
         count = self._started[command] = self._started.get(command, 0) + 1
         log_path = self.run_dir / f"{command}-{count}.log"
-        proc = EventflowProcess(command, self.env, log_path, port=self.port)
+        env, metrics_port = self.env, self.port
+        if command == "worker":
+            # Each worker serves its /metrics (per-stage latencies) on a port of its own.
+            metrics_port = free_port()
+            env = {**env, "EVENTFLOW_METRICS_PORT": str(metrics_port)}
+        proc = EventflowProcess(command, env, log_path, port=self.port)
+        self._metrics_ports[id(proc)] = metrics_port
         self.processes.append(proc)
         proc.start()
         await asyncio.to_thread(proc.wait_ready, _READY_TIMEOUT_S)
@@ -159,6 +166,10 @@ class Deployment:
     async def stop(self, proc: EventflowProcess) -> None:
         await asyncio.to_thread(proc.stop)
         self.processes.remove(proc)
+
+    def metrics_ports(self) -> list[int]:
+        """Where the running processes serve ``/metrics`` (the API's port once)."""
+        return sorted({self._metrics_ports[id(proc)] for proc in self.processes})
 
     def pids(self) -> dict[str, list[int]]:
         roles: dict[str, list[int]] = {}

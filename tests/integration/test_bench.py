@@ -40,3 +40,20 @@ def test_bench_embedded_reports_every_scenario(tmp_path: Path) -> None:
     assert single["acknowledged_events"] == single["wrk"]["accepted"] > 0
     drain = results["worker-drain"]["runs"][0]
     assert drain["completed"] == drain["prefilled"] == 1000
+
+    # The machine is named, with how fast its disk flushes.
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["kernel"] and machine["virtualisation"]
+    assert machine["fsync"]["probes"] > 0 and machine["fsync"]["p99_ms"] > 0
+    assert "Machine: " in done.stdout and "fdatasync p50" in done.stdout
+    # Every stage an event passes is timed, beside the database's own commits.
+    assert "Stages, p50 / p99 ms" in done.stdout
+    assert {"request", "wait", "insert", "answer"} <= set(single["stages"])
+    assert single["stages"]["insert"]["count"] > 0
+    assert single["commit_probe"]["commits"] > 0 and single["commit_probe"]["p99_ms"] > 0
+    end_to_end = results["end-to-end"]["runs"][0]
+    assert {"wait", "insert", "claim", "handler", "outcome_write"} <= set(end_to_end["stages"])
+    assert {"claim", "handler", "outcome_write"} <= set(drain["stages"])
+    # Targets are ratios to the same run's ceiling.
+    labels = {t["target"] for t in report["targets"]}
+    assert "≥0.2x ceiling" in labels

@@ -75,11 +75,14 @@ def _others(usage: UsageSampler, *loads: WrkResult) -> float:
 
 
 @asynccontextmanager
-async def _watched(dep: Deployment) -> AsyncIterator[dict[str, Any]]:
+async def _watched(dep: Deployment, *, from_start: bool = False) -> AsyncIterator[dict[str, Any]]:
     """Over the block: every stage's latencies, read from the processes' own histograms, and
-    the database's own commit latency beside them; both land in the dict answered."""
+    the database's own commit latency beside them; both land in the dict answered.
+
+    ``from_start``: everything the running processes ever timed counts (a worker that starts
+    draining at once has done part of its work before any scrape could come first)."""
     found: dict[str, Any] = {}
-    before = await stages.scrape(dep.metrics_ports())
+    before = {} if from_start else await stages.scrape(dep.metrics_ports())
     probe = CommitProbe()
     async with probe.running(dep.database_url):
         yield found
@@ -310,7 +313,7 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
         worker: EventflowProcess = await dep.start("worker")
         budget = 120.0 + queued / 1000
         async with (
-            _watched(dep) as watched,
+            _watched(dep, from_start=True) as watched,
             UsageSampler({"worker": [worker.pid], **stack.service_pids()}) as usage,
         ):
             drained_after = await _wait_drained(dep.db, account.user_id, budget)

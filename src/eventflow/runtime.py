@@ -21,6 +21,7 @@ from eventflow.broker.base import Broker
 from eventflow.broker.sql import SqlBroker
 from eventflow.clock import now_ms
 from eventflow.config import Settings
+from eventflow.dashboard.live import Snapshots
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.rows import Backlog
@@ -332,15 +333,12 @@ async def open_runtime(
             feed=stores.feed,
             broker=broker,
             writer=writer,
-            acceptor=Acceptor(
-                writer,
-                settings.max_payload_bytes,
-                limiter if limiter.ingest_rule is not None else None,
-            ),
+            acceptor=Acceptor(writer, settings.max_payload_bytes, limiter.for_ingest),
             tokens=TokenService(secret, settings.jwt_ttl_seconds),
             passwords=passwords,
             limiter=limiter,
             streams=streams,
+            snapshots=Snapshots(stores.feed, stores.reading),
             accounts=accounts,
             revocations=stores.revocations,
             stopping=stopping if stopping is not None else asyncio.Event(),

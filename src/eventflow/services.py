@@ -15,6 +15,7 @@ from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
 from eventflow.config import Settings
+from eventflow.dashboard.live import Snapshots
 from eventflow.ingest.accept import Acceptor
 from eventflow.ingest.writer import GroupCommitWriter
 from eventflow.metrics import Metrics
@@ -36,6 +37,8 @@ class Services:
     passwords: Passwords
     limiter: Limiter
     streams: StreamAccess
+    #: Each user's dashboard metrics, computed once a tick for all of that user's streams.
+    snapshots: Snapshots
     accounts: AccountStates
     revocations: SessionRevocations
     #: Set when a graceful shutdown begins, so open event streams end at once (serve.py).

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
 from eventflow.api.statistics import summarize
-from eventflow.dashboard.live import BACKFILL_S, LiveView
+from eventflow.dashboard.live import BACKFILL_S, LiveView, Snapshots
 from eventflow.db.feed import FeedRow, Series
 from eventflow.db.rows import FeedQuery, Status, StatusCounts
 
@@ -105,3 +106,101 @@ async def test_events_in_flight_are_watched_until_they_finish() -> None:
     await live.tick()
     await live.tick()
     assert feed.asked[-1]["watched"] == []
+
+
+class CountingCounts:
+    """Counts that say how often they were asked, per user, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.failing = False
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def counts(self, user_id: str) -> StatusCounts:
+        self.asked.append(user_id)
+        await self.gate.wait()
+        if self.failing:
+            raise OSError("database away")
+        return COUNTS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def shared(feed: FakeFeed, counts: CountingCounts, clock: Clock) -> Snapshots:
+    return Snapshots(feed, counts, tick_ms=1000, clock=clock)
+
+
+async def test_one_users_open_dashboards_share_one_computation_a_tick() -> None:
+    feed, counts, clock = FakeFeed(), CountingCounts(), Clock()
+    snapshots = shared(feed, counts, clock)
+    views = [LiveView(feed, counts, USER, snapshots) for _ in range(20)]
+    other = LiveView(feed, counts, "another user", snapshots)
+    for live in [*views, other]:
+        await live.start()
+    start_counts = len(counts.asked)  # each stream's own five-minute backfill
+    assert start_counts == 21
+
+    # Twenty streams of one user tick together, while the computation is still running.
+    counts.gate.clear()
+    ticking = [asyncio.ensure_future(live.tick()) for live in [*views, other]]
+    await asyncio.sleep(0)
+    counts.gate.set()
+    answers = await asyncio.gather(*ticking)
+    assert sorted(counts.asked[start_counts:]) == ["another user", USER]
+    assert all(a[0] == answers[0][0] for a in answers[:20]), "the same numbers on every page"
+    assert len(feed.series_seconds) == 21 + 2
+
+    # Later in the same tick: nothing more; in the next tick: once more for each user.
+    clock.ms += 400
+    await asyncio.gather(*(live.tick() for live in views))
+    assert len(counts.asked) == start_counts + 2
+    clock.ms += 600
+    await asyncio.gather(*(live.tick() for live in [*views, other]))
+    assert counts.asked[start_counts + 2 :].count(USER) == 1
+    assert counts.asked[start_counts + 2 :].count("another user") == 1
+
+
+async def test_a_failed_computation_reaches_each_stream_and_the_next_tick_computes_again() -> None:
+    feed, counts, clock = FakeFeed(), CountingCounts(), Clock()
+    snapshots = shared(feed, counts, clock)
+    views = [LiveView(feed, counts, USER, snapshots) for _ in range(3)]
+    counts.failing = True
+    failures = await asyncio.gather(*(live.tick() for live in views), return_exceptions=True)
+    assert all(isinstance(f, OSError) for f in failures)
+    assert counts.asked == [USER]
+    counts.failing = False
+    clock.ms += 1000
+    updates = await asyncio.gather(*(live.tick() for live in views))
+    assert [u[0][0] for u in updates] == ["metrics"] * 3
+    assert counts.asked == [USER, USER]
+
+
+async def test_a_stream_that_goes_away_leaves_the_computation_to_the_others() -> None:
+    feed, counts, clock = FakeFeed(), CountingCounts(), Clock()
+    snapshots = shared(feed, counts, clock)
+    counts.gate.clear()
+    leaving = asyncio.ensure_future(snapshots.recent(USER))
+    staying = asyncio.ensure_future(snapshots.recent(USER))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    counts.gate.set()
+    event, data = await staying
+    assert event == "metrics" and data["counts"]["completed"] == 3
+    assert leaving.cancelled() and counts.asked == [USER]
+
+
+async def test_only_users_seen_in_the_last_two_ticks_are_kept() -> None:
+    feed, counts, clock = FakeFeed(), CountingCounts(), Clock()
+    snapshots = shared(feed, counts, clock)
+    for n in range(100):
+        await snapshots.recent(f"user {n}")
+    clock.ms += 2000
+    await snapshots.recent(USER)
+    assert len(snapshots) == 1

@@ -110,6 +110,11 @@ class Limiter:
         self._shared_down_until = 0.0
         self._shared_up = True
 
+    @property
+    def for_ingest(self) -> Limiter | None:
+        """This limiter where ingest needs one: None when no per-user limit is set."""
+        return self if self.ingest_rule is not None else None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Limiter:
         rules = Rules.from_settings(settings)

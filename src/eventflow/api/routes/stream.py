@@ -94,7 +94,7 @@ async def open_stream(
             headers={"Retry-After": "10"},
         )
     place = StreamPlace(access.slots, session.user_id, stream_id)
-    live = LiveView(services.feed, services.reading, session.user_id)
+    live = LiveView(services.feed, services.reading, session.user_id, services.snapshots)
     return _StreamResponse(_frames(services, live, place, session), place)
 
 

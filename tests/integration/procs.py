@@ -103,6 +103,42 @@ def cluster(
             client.delete(RedisKeys(group.prefix).stream)
 
 
+def up_env(
+    database_url: str | None, tmp_path: Path, broker_settings: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a crash test's ``eventflow up``: short leases, a busy worker."""
+    env = {
+        "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "EVENTFLOW_LEASE_MS": "1500",
+        "EVENTFLOW_SIMULATE_LATENCY_MS": "20",
+        "EVENTFLOW_WORKER_CONCURRENCY": "8",
+        "EVENTFLOW_DISPATCH_INTERVAL_MS": "100",
+        "EVENTFLOW_LOG_LEVEL": "warning",
+        "EVENTFLOW_JWT_SECRET": TEST_SECRET,
+    }
+    if database_url is not None:
+        env["EVENTFLOW_DATABASE_URL"] = database_url
+    env.update({f"EVENTFLOW_{k.upper()}": v for k, v in (broker_settings or {}).items()})
+    return env
+
+
+@contextmanager
+def eventflow_up(
+    env: dict[str, str], log_path: Path, port: int | None = None
+) -> Iterator[EventflowProcess]:
+    """A healthy ``eventflow up``; SIGKILLed on the way out (with the HTTP processes it
+    spawned) if it still runs."""
+    proc = EventflowProcess("up", {**os.environ, **env}, log_path)
+    if port is not None:
+        proc.port = port
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill()
+
+
 async def login(client: httpx.AsyncClient) -> dict[str, str]:
     """Register a new account and answer its Authorization header."""
     account = {"email": f"load-{os.urandom(4).hex()}@example.com", "password": "12345678"}

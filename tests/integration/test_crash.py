@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from testkit import EventflowProcess
-from tests.conftest import TEST_SECRET
-from tests.integration.procs import processes_that_answer
+from tests.integration.procs import eventflow_up, processes_that_answer, up_env
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def _up(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[EventflowProcess]:
-    """A healthy ``eventflow up``; SIGKILLed on the way out (with the HTTP processes it
-    spawned) if it still runs."""
-    proc = EventflowProcess("up", {**os.environ, **env}, log_path)
-    if port is not None:
-        proc.port = port
-    proc.start()
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.kill()
-
-
-def _env(
-    database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
-) -> dict[str, str]:
-    env = {
-        "EVENTFLOW_DATA_DIR": str(tmp_path / "data"),
-        "EVENTFLOW_LEASE_MS": "1500",
-        "EVENTFLOW_SIMULATE_LATENCY_MS": "20",
-        "EVENTFLOW_WORKER_CONCURRENCY": "8",
-        "EVENTFLOW_DISPATCH_INTERVAL_MS": "100",
-        "EVENTFLOW_LOG_LEVEL": "warning",
-        "EVENTFLOW_JWT_SECRET": TEST_SECRET,
-    }
-    if database_url is not None:
-        env["EVENTFLOW_DATABASE_URL"] = database_url
-    env.update({f"EVENTFLOW_{k.upper()}": v for k, v in broker_settings.items()})
-    return env
 
 
 async def _login(client: httpx.AsyncClient) -> dict[str, str]:
@@ -105,9 +68,9 @@ async def _all_events(client: httpx.AsyncClient, headers: dict[str, str]) -> dic
 async def test_sigkill_under_load_loses_no_acknowledged_event(
     database_url: str | None, broker_settings: dict[str, str], tmp_path: Path
 ) -> None:
-    env = _env(database_url, broker_settings, tmp_path)
+    env = up_env(database_url, tmp_path, broker_settings)
     acked: list[str] = []
-    with _up(env, tmp_path / "first.log") as first:
+    with eventflow_up(env, tmp_path / "first.log") as first:
         async with httpx.AsyncClient(base_url=first.url, timeout=5) as client:
             headers = await _login(client)
             stop = asyncio.Event()
@@ -122,7 +85,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
     # Responses already in the socket buffers at the kill still count: they were sent.
     assert killed_at > 50, f"too little load before the kill ({killed_at} events)"
 
-    with _up(env, tmp_path / "second.log", port=first.port) as second:
+    with eventflow_up(env, tmp_path / "second.log", port=first.port) as second:
         async with httpx.AsyncClient(base_url=second.url, timeout=10) as client:
             headers = await _login(client)
             deadline = time.monotonic() + 60
@@ -146,7 +109,7 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         "EVENTFLOW_SIMULATE_LATENCY_MS": "200",
         "EVENTFLOW_LOG_LEVEL": "info",
     }
-    with _up(env, tmp_path / "up.log") as process:
+    with eventflow_up(env, tmp_path / "up.log") as process:
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:
             headers = await _login(client)
             batch = {"events": [{"type": "ORDER_CREATED"} for _ in range(200)]}
@@ -160,7 +123,7 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         assert time.monotonic() - started < 20
 
     # Whatever was in flight was finished or handed back, never left "processing".
-    with _up(env, tmp_path / "again.log", port=process.port) as restarted:
+    with eventflow_up(env, tmp_path / "again.log", port=process.port) as restarted:
         async with httpx.AsyncClient(base_url=restarted.url, timeout=5) as client:
             headers = await _login(client)
             statuses = await _all_events(client, headers)
@@ -174,7 +137,7 @@ async def test_several_http_processes_share_the_port(tmp_path: Path) -> None:
         "EVENTFLOW_HTTP_WORKERS": "2",
         "EVENTFLOW_LOG_LEVEL": "warning",
     }
-    with _up(env, tmp_path / "up.log") as process:
+    with eventflow_up(env, tmp_path / "up.log") as process:
         served = await processes_that_answer(process, wanted=2, within=30)
         assert len(served) >= 2, f"only {served} answered\n{process.log()}"
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as client:

@@ -32,7 +32,7 @@ async def _tables(url: str) -> set[str]:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
     finally:
         await engine.dispose()
-    assert version == "0006"
+    assert version == "0007"
     return set(names)
 
 
@@ -48,7 +48,7 @@ async def test_concurrent_migrations_agree(database_url: str | None, tmp_path: P
     finally:
         for engine in engines:
             await engine.dispose()
-    assert {"users", "events", "attempts", "alembic_version"} <= await _tables(url)
+    assert {"users", "events", "attempts", "event_tallies", "alembic_version"} <= await _tables(url)
 
 
 async def _migrated_schema(url: str, read: Callable[[sa.Inspector], T]) -> T:

@@ -350,3 +350,14 @@ async def test_account_changes_end_sessions_and_deletion_frees_the_email(under: 
     assert await under.users.end_sessions(user.id) is None, "nothing changes a tombstone"
     again = UserRow(new_id(), user.email, "y", now_ms())
     assert await under.users.create(again) == again
+
+
+async def test_a_claim_never_takes_more_than_its_limit(under: Under) -> None:
+    for _ in range(12):
+        await under.add()
+    await under.add(Status.SCHEDULED)
+    first = await under.due.claim_due(5, "w1", LEASE_MS)
+    second = await under.due.claim_due(5, "w2", LEASE_MS)
+    assert (len(first), len(second)) == (5, 5)
+    assert not {c.id for c in first} & {c.id for c in second}
+    assert await under.upkeep.promote_scheduled(limit=1) == 1

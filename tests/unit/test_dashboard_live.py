@@ -9,10 +9,15 @@ from typing import Any
 from eventflow.api.statistics import summarize
 from eventflow.dashboard.live import BACKFILL_S, LiveView, Snapshots
 from eventflow.db.feed import FeedRow, Series
-from eventflow.db.rows import FeedQuery, Status, StatusCounts
+from eventflow.db.rows import FeedQuery, LatencyBucket, Status, StatusCounts
 
 USER = "u"
-COUNTS = StatusCounts({"completed": 3, "failed": 1, "queued": 2}, 60, 30, [5, 10, 20])
+COUNTS = StatusCounts(
+    {"completed": 3, "failed": 1, "queued": 2},
+    60,
+    30,
+    [LatencyBucket(3, 5, 1), LatencyBucket(7, 10, 1), LatencyBucket(15, 20, 1)],
+)
 
 
 def row(n: int, status: Status = Status.QUEUED, updated_at: int = 1) -> FeedRow:

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from eventflow.api.schemas import Latency, StatsOut, Throughput
-from eventflow.db.rows import Status, StatusCounts
+from eventflow.db.rows import LatencyBucket, Status, StatusCounts
 
 _WAITING = (Status.SCHEDULED, Status.QUEUED, Status.RETRYING, Status.PROCESSING)
 
 
-def percentile(sorted_values: list[int], q: float) -> int | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
+def percentile(buckets: Sequence[LatencyBucket], q: float) -> int | None:
+    """The ``q`` quantile of a histogram, interpolated linearly inside its bucket (as
+    Prometheus' ``histogram_quantile``); the lower bound in the open-ended last bucket."""
+    total = sum(b.count for b in buckets)
+    if not total:
         return None
-    rank = max(1, round(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+    rank, seen = q * total, 0
+    for b in buckets:
+        if seen + b.count >= rank:
+            if b.upto_ms is None:
+                return b.above_ms
+            return round(b.above_ms + (b.upto_ms - b.above_ms) * (rank - seen) / b.count)
+        seen += b.count
+    return buckets[-1].above_ms
 
 
 def summarize(counts: StatusCounts) -> StatsOut:
     """Counts, success rate, throughput over the last minute, latency and queue depth."""
     by_status = {s.value: counts.by_status.get(s.value, 0) for s in Status}
     finished = by_status["completed"] + by_status["failed"]
-    latencies = counts.latencies_ms
+    latencies = counts.latency
     return StatsOut(
         counts=by_status,
         total=sum(by_status.values()),
@@ -33,7 +43,7 @@ def summarize(counts: StatusCounts) -> StatsOut:
             p50=percentile(latencies, 0.50),
             p95=percentile(latencies, 0.95),
             p99=percentile(latencies, 0.99),
-            samples=len(latencies),
+            samples=sum(b.count for b in latencies),
         ),
         queue_depth=sum(by_status[s.value] for s in _WAITING),
     )

@@ -70,3 +70,11 @@ class Database(ABC):
         self, table: sa.Table, conflict: Sequence[str], where: sa.ColumnElement[bool] | None = None
     ) -> sa.Insert:
         """``INSERT … ON CONFLICT (conflict) [WHERE where] DO NOTHING`` into ``table``."""
+
+    async def fold_tallies(self, limit: int) -> int:
+        """Fold up to ``limit`` pending tally changes into the tallies; answers how many.
+
+        Only PostgreSQL's triggers leave changes to fold (migration 0007); SQLite's add to the
+        tallies in place. Answers 0 also while another process folds.
+        """
+        return 0

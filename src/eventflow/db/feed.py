@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventflow.db.database import Database
 from eventflow.db.rows import FeedQuery, Status
 from eventflow.db.tables import events, status_is
-from eventflow.ids import uuid7_floor
+from eventflow.db.tallies import COMPLETED, FAILED, FLOW_NAMES, INGESTED, read_tallies
 
 PREVIEW_CHARS = 160
 ERROR_CHARS = 300
@@ -79,40 +79,15 @@ class FeedStore:
         self._db = db
 
     async def series(self, user_id: str, first_second: int, last_second: int) -> Series:
-        """Ingested (by creation time) and finished (by completion time) events per second."""
+        """Events stored, and events that completed or failed, in each second."""
         width = last_second - first_second + 1
-        ingested, completed, failed = [0] * width, [0] * width, [0] * width
-        since_ms, until_ms = first_second * 1000, (last_second + 1) * 1000
-        created_s = (events.c.created_at // 1000).label("s")
-        finished_s = (events.c.completed_at // 1000).label("s")
-        async with self._db.read() as conn:
-            # UUIDv7 ids: "created since" is a range on the (user_id, id) index.
-            created = await conn.execute(
-                sa.select(created_s, sa.func.count().label("n"))
-                .where(
-                    events.c.user_id == user_id,
-                    events.c.id >= uuid7_floor(since_ms),
-                    events.c.created_at >= since_ms,
-                    events.c.created_at < until_ms,
-                )
-                .group_by(created_s)
-            )
-            for second, n in created:
-                ingested[int(second) - first_second] += int(n)
-            finished = await conn.execute(
-                sa.select(finished_s, events.c.status, sa.func.count().label("n"))
-                .where(
-                    events.c.user_id == user_id,
-                    events.c.completed_at >= since_ms,
-                    events.c.completed_at < until_ms,
-                    events.c.status.in_(_FINISHED),
-                )
-                .group_by(finished_s, events.c.status)
-            )
-            for second, status, n in finished:
-                target = completed if status == Status.COMPLETED.value else failed
-                target[int(second) - first_second] += int(n)
-        return Series(first_second, ingested, completed, failed)
+        flows = {name: [0] * width for name in FLOW_NAMES}
+        for (name, second), n in (
+            await read_tallies(self._db, user_id, FLOW_NAMES, first_second)
+        ).items():
+            if second <= last_second:
+                flows[name][second - first_second] += n
+        return Series(first_second, flows[INGESTED], flows[COMPLETED], flows[FAILED])
 
     async def changes(self, user_id: str, query: FeedQuery) -> list[FeedRow]:
         """Rows a live feed may need to redraw, newest first, without duplicates.

@@ -33,7 +33,7 @@ class QueueStore:
         """Claim up to ``limit`` due events straight from the table (the ``sql`` broker)."""
         now = now_ms()
         due = due_ids(self._db, is_claimable(), now, limit)
-        return await self._claim(events.c.id.in_(due), now, owner, lease_ms)
+        return await self._claim(due, now, owner, lease_ms)
 
     async def claim_ids(self, ids: Sequence[str], owner: str, lease_ms: int) -> list[ClaimedEvent]:
         """Claim those of ``ids`` that are still waiting (a broker delivered hints for them)."""

@@ -14,10 +14,8 @@ from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, PageQuery, Status, StatusCounts
 from eventflow.db.tables import attempts, events, status_is
-from eventflow.ids import uuid7_floor
+from eventflow.db.tallies import status_counts
 
-_LATENCY_WINDOW_MS = 5 * 60_000
-_LATENCY_SAMPLE = 2000
 _REPLAYABLE_VALUES = tuple(s.value for s in REPLAYABLE)
 
 
@@ -68,47 +66,7 @@ class ReadingStore:
         return [_event_row(r._mapping) for r in rows[: query.limit]], len(rows) > query.limit
 
     async def counts(self, user_id: str) -> StatusCounts:
-        now = now_ms()
-        async with self._db.read() as conn:
-            by_status = {
-                r.status: int(r.n)
-                for r in await conn.execute(
-                    sa.select(events.c.status, sa.func.count().label("n"))
-                    .where(events.c.user_id == user_id)
-                    .group_by(events.c.status)
-                )
-            }
-            # Ids are UUIDv7, so "created in the last minute" is an index range on the id.
-            ingested = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(events)
-                .where(events.c.user_id == user_id, events.c.id >= uuid7_floor(now - 60_000))
-            )
-            completed = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(events)
-                .where(
-                    events.c.user_id == user_id,
-                    events.c.completed_at >= now - 60_000,
-                    events.c.status == Status.COMPLETED.value,
-                )
-            )
-            latencies = await conn.scalars(
-                sa.select(events.c.completed_at - events.c.created_at)
-                .where(
-                    events.c.user_id == user_id,
-                    events.c.completed_at >= now - _LATENCY_WINDOW_MS,
-                    events.c.status == Status.COMPLETED.value,
-                )
-                .order_by(events.c.completed_at.desc())
-                .limit(_LATENCY_SAMPLE)
-            )
-            return StatusCounts(
-                by_status=by_status,
-                ingested_last_minute=int(ingested or 0),
-                completed_last_minute=int(completed or 0),
-                latencies_ms=sorted(int(v) for v in latencies),
-            )
+        return await status_counts(self._db, user_id, now_ms())
 
     async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]:
         """Queue ``failed``/``completed`` events again with a fresh attempt budget."""

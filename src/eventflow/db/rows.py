@@ -172,8 +172,18 @@ class PurgedBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class LatencyBucket:
+    """Completions that took more than ``above_ms`` and at most ``upto_ms`` (None: no bound)."""
+
+    above_ms: int
+    upto_ms: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatusCounts:
     by_status: dict[str, int]
     ingested_last_minute: int
     completed_last_minute: int
-    latencies_ms: list[int]
+    #: The recent completions' latency histogram, in bound order (db/tallies.py).
+    latency: list[LatencyBucket]

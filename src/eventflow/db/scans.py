@@ -23,16 +23,17 @@ def due_ids(
     now: int,
     limit: int,
     *also: sa.ColumnElement[bool],
-) -> sa.ScalarSelect[str]:
-    """The ids of up to ``limit`` rows in ``status`` that are due at ``now``, oldest due first,
-    for an ``UPDATE … WHERE id IN (…)`` that concurrent updaters may run at once."""
+) -> sa.ColumnElement[bool]:
+    """The row is one of up to ``limit`` rows in ``status`` that are due at ``now``, oldest due
+    first: the condition of an ``UPDATE`` that concurrent updaters may run at once, which never
+    takes more than ``limit`` rows (``Database.taken_once``)."""
     query = (
         sa.select(events.c.id)
         .where(USES_DUE_INDEX, status, events.c.available_at <= now, *also)
         .order_by(events.c.available_at)
         .limit(limit)
     )
-    return db.skip_locked(query).scalar_subquery()
+    return db.taken_once(events.c.id, query)
 
 
 def is_claimable() -> sa.ColumnElement[bool]:

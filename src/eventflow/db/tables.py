@@ -163,6 +163,30 @@ attempts = sa.Table(
     sa.Index("ix_attempts_event_id_number", "event_id", "number"),
 )
 
+# Each user's events by status, throughput per second and latency per minute, kept exact by
+# triggers on events (migration 0007, docs/architecture.md "Tallies"). PostgreSQL's triggers
+# append to event_tally_changes, which the dispatcher folds in; a reader sums both.
+event_tallies = sa.Table(
+    "event_tallies",
+    metadata,
+    sa.Column("user_id", _Id, primary_key=True),
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("at", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Index("ix_event_tallies_at", "at"),
+)
+
+event_tally_changes = sa.Table(
+    "event_tally_changes",
+    metadata,
+    sa.Column("id", _BigSerial, primary_key=True, autoincrement=True),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("name", sa.String(32), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Index("ix_event_tally_changes_user_id_name_at", "user_id", "name", "at"),
+)
+
 # Redeemed stream tickets when there is no Redis: the primary key makes a ticket's second
 # redemption fail in any process. Rows are deleted lazily once expired (migration 0005).
 spent_tickets = sa.Table(

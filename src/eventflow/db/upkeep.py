@@ -10,7 +10,7 @@ from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import PurgedBatch, Status
 from eventflow.db.scans import USES_LEASE_INDEX, due_ids, is_claimable
-from eventflow.db.tables import FINISHED, attempts, events
+from eventflow.db.tables import FINISHED, attempts, event_tallies, events
 
 LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
 #: What retention may delete; every other status is an event still on its way.
@@ -52,7 +52,7 @@ class UpkeepStore:
         stmt = (
             sa.update(events)
             .where(
-                events.c.id.in_(self._db.skip_locked(expired).scalar_subquery()),
+                self._db.taken_once(events.c.id, expired),
                 events.c.status == Status.PROCESSING.value,
             )
             .values(
@@ -94,7 +94,7 @@ class UpkeepStore:
         async with self._db.write() as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(events.c.id.in_(due_ids(self._db, scheduled, now, limit)), scheduled)
+                .where(due_ids(self._db, scheduled, now, limit), scheduled)
                 .values(status=Status.QUEUED.value, dispatched_at=None, updated_at=now)
             )
         return int(result.rowcount)
@@ -117,10 +117,7 @@ class UpkeepStore:
         )
         async with self._db.write() as conn:
             rows = await conn.execute(
-                sa.update(events)
-                .where(events.c.id.in_(overdue))
-                .values(dispatched_at=now)
-                .returning(events.c.id)
+                sa.update(events).where(overdue).values(dispatched_at=now).returning(events.c.id)
             )
             return [str(r.id) for r in rows]
 
@@ -169,3 +166,16 @@ class UpkeepStore:
                     sa.delete(attempts).where(self._db.id_in(attempts.c.event_id, ids))
                 )
         return PurgedBatch(len(ids), max((int(r.completed_at) for r in rows), default=None))
+
+    async def fold_tallies(self, limit: int = 20_000) -> int:
+        """Fold pending tally changes into the tallies (db/tallies.py); answers how many."""
+        return await self._db.fold_tallies(limit)
+
+    async def prune_tallies(self, before_s: int) -> int:
+        """Delete the per-second and per-minute tallies of seconds before ``before_s``."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                # ``at`` is 0 for the counts by status, which are never pruned.
+                sa.delete(event_tallies).where(event_tallies.c.at.between(1, before_s - 1))
+            )
+        return int(result.rowcount)

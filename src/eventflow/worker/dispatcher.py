@@ -1,5 +1,6 @@
-"""The dispatcher: promotes due delayed events, reclaims dead workers' leases, re-publishes hints,
-and, with retention on, deletes finished events past their days (worker/retention.py).
+"""The dispatcher: promotes due delayed events, reclaims dead workers' leases, folds the tallies'
+changes, re-publishes hints, and, with retention on, deletes finished events past their days
+(worker/retention.py).
 
 Every step is one conditional statement, so any number of dispatchers may run at once. With a
 broker that carries hints (Redis) it also heals lost hints: a ready row whose hint is older than
@@ -17,9 +18,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from eventflow.broker.base import Broker
+from eventflow.clock import now_ms
+from eventflow.db.tallies import KEEP_S
 from eventflow.worker.retention import PurgeStore, Retention, RetentionOptions
 
 log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_MS = 60_000
 
 
 class DispatchStore(PurgeStore, Protocol):
@@ -33,6 +38,10 @@ class DispatchStore(PurgeStore, Protocol):
     ) -> int: ...
 
     async def take_undispatched(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
+
+    async def fold_tallies(self, limit: int = ...) -> int: ...
+
+    async def prune_tallies(self, before_s: int) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,7 @@ class Dispatcher:
         self._broker = broker
         self._options = options
         self._tasks: list[asyncio.Task[None]] = []
+        self._pruned_at_ms = 0
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._loop(), name="dispatcher"))
@@ -73,6 +83,7 @@ class Dispatcher:
         )
         if reclaimed:
             log.warning("reclaimed %d events from workers whose lease expired", reclaimed)
+        await self._keep_tallies()
         published = 0
         if self._broker.carries_hints:
             # Taking rows stamps them as dispatched: with the broker down that would only push
@@ -87,6 +98,14 @@ class Dispatcher:
         elif promoted or reclaimed:
             await self._broker.publish([])
         return promoted + reclaimed + published
+
+    async def _keep_tallies(self) -> None:
+        """Fold the tally changes of the last pass; once a minute, drop tallies past keeping."""
+        await self._store.fold_tallies()
+        now = now_ms()
+        if now - self._pruned_at_ms >= _PRUNE_EVERY_MS:
+            await self._store.prune_tallies(now // 1000 - KEEP_S)
+            self._pruned_at_ms = now
 
     async def _loop(self) -> None:
         failing = False

@@ -202,6 +202,13 @@ class MemoryEvents(MemoryReading):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    async def fold_tallies(self, limit: int = 20_000) -> int:
+        """Nothing to fold: the memory store counts its rows when asked."""
+        return 0
+
+    async def prune_tallies(self, before_s: int) -> int:
+        return 0
+
     def _due(self, statuses: tuple[Status, ...], now: int) -> list[MemoryRow]:
         due = [r for r in self._rows.values() if r.status in statuses and r.available_at <= now]
         return sorted(due, key=lambda r: r.available_at)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 
 from eventflow.db.feed import ERROR_CHARS, PREVIEW_CHARS, FeedRow, Series
@@ -12,10 +12,12 @@ from eventflow.db.rows import (
     AttemptRow,
     EventRow,
     FeedQuery,
+    LatencyBucket,
     PageQuery,
     Status,
     StatusCounts,
 )
+from eventflow.db.tallies import LATENCY_WINDOW_S, latency_buckets, latency_name
 from eventflow.ids import uuid7_floor
 
 _IN_FLIGHT = (Status.SCHEDULED, Status.QUEUED, Status.PROCESSING, Status.RETRYING)
@@ -61,10 +63,10 @@ class MemoryReading:
             by_status=by_status,
             ingested_last_minute=sum(1 for r in mine if r.id >= floor),
             completed_last_minute=sum(1 for r in done if (r.completed_at or 0) >= now - 60_000),
-            latencies_ms=sorted(
+            latency=_histogram(
                 (r.completed_at or 0) - r.created_at
-                for r in done[:2000]
-                if (r.completed_at or 0) >= now - 5 * 60_000
+                for r in done
+                if (r.completed_at or 0) // 1000 >= (now // 1000 - LATENCY_WINDOW_S) // 60 * 60
             ),
         )
 
@@ -146,3 +148,10 @@ def _feed_row(r: MemoryRow) -> FeedRow:
         available_at=r.available_at,
         completed_at=r.completed_at,
     )
+
+
+def _histogram(latencies_ms: Iterable[int]) -> list[LatencyBucket]:
+    counts: dict[str, int] = {}
+    for took in latencies_ms:
+        counts[latency_name(took)] = counts.get(latency_name(took), 0) + 1
+    return latency_buckets(counts)

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventflow.db.database import Database
+from eventflow.db.postgres.tallies import FOLD_LOCK_KEY, FOLD_TALLIES
 
 _Row = TypeVar("_Row", bound=tuple[Any, ...])
 
@@ -32,7 +33,10 @@ class PostgresDatabase(Database):
     async def migrating(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:
             # Transaction-scoped lock: released by the commit, or by the server if we die.
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key()})
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": advisory_key(_MIGRATION_LOCK_KEY)},
+            )
             yield conn
 
     def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -66,10 +70,17 @@ class PostgresDatabase(Database):
             index_elements=conflict, index_where=where
         )
 
+    async def fold_tallies(self, limit: int) -> int:
+        async with self.write() as conn:
+            driver = await driver_connection(conn)
+            lock = "SELECT pg_try_advisory_xact_lock($1)"
+            if not await driver.fetchval(lock, advisory_key(FOLD_LOCK_KEY)):
+                return 0
+            return int(await driver.fetchval(FOLD_TALLIES, limit))
 
-def _lock_key() -> int:
-    # pg_advisory_xact_lock takes a signed 64-bit integer.
-    key = _MIGRATION_LOCK_KEY
+
+def advisory_key(key: int) -> int:
+    """``key`` as the signed 64-bit integer ``pg_advisory_xact_lock`` takes."""
     return key - (1 << 64) if key >= 1 << 63 else key
 
 

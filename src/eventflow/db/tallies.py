@@ -1,0 +1,94 @@
+"""Tallies: a user's counts by status, throughput and latency, read in a few dozen rows.
+
+Triggers on ``events`` keep them exact in the very transactions that change the events
+(migration 0007 says how, per database); nothing here counts events. A reader sums
+``event_tallies`` and the changes not yet folded into it in one statement, so every answer is
+the exact state of one moment, however large the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from eventflow.db.database import Database
+from eventflow.db.rows import LatencyBucket, Status, StatusCounts
+from eventflow.db.tables import event_tallies, event_tally_changes
+
+#: The latency histogram's bucket bounds in ms, as migration 0007's triggers name them:
+#: ``latency.<bound>`` counts completions that took at most ``bound`` ms (and more than the
+#: bound before it), ``latency.more`` those beyond the last.
+LATENCY_BOUNDS_MS = (
+    *(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700),
+    *(1_000, 1_500, 2_000, 3_000, 5_000, 7_000, 10_000, 15_000, 20_000, 30_000),
+    *(60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000),
+)
+LATENCY_MORE = "latency.more"
+LATENCY_NAMES = (*(f"latency.{b}" for b in LATENCY_BOUNDS_MS), LATENCY_MORE)
+STATUS_NAMES = tuple(f"status.{s.value}" for s in Status)
+#: Per-second flows: events stored, and events that entered ``completed`` / ``failed``.
+INGESTED, COMPLETED, FAILED = "ingested", Status.COMPLETED.value, Status.FAILED.value
+FLOW_NAMES = (INGESTED, COMPLETED, FAILED)
+#: Completions whose latency ``GET /stats`` summarizes: those of the last five whole minutes
+#: and of the current one.
+LATENCY_WINDOW_S = 300
+#: Throughput ``GET /stats`` averages.
+THROUGHPUT_WINDOW_S = 60
+#: How long per-second and per-minute tallies are kept: longer than any window read.
+KEEP_S = 15 * 60
+
+Tallies = dict[tuple[str, int], int]
+
+
+def latency_name(took_ms: int) -> str:
+    """The tally a completion that took ``took_ms`` adds to (as the triggers choose it)."""
+    for bound in LATENCY_BOUNDS_MS:
+        if took_ms <= bound:
+            return f"latency.{bound}"
+    return LATENCY_MORE
+
+
+def latency_buckets(counts: dict[str, int]) -> list[LatencyBucket]:
+    """The histogram in bound order from counts by tally name, without empty buckets."""
+    buckets, above = [], 0
+    for name, bound in zip(LATENCY_NAMES, (*LATENCY_BOUNDS_MS, None), strict=True):
+        if counts.get(name):
+            buckets.append(LatencyBucket(above, bound, counts[name]))
+        above = bound if bound is not None else above
+    return buckets
+
+
+async def read_tallies(db: Database, user_id: str, names: Sequence[str], since: int) -> Tallies:
+    """The user's tallies ``names`` at ``since`` or later, by (name, at)."""
+
+    def part(table: sa.Table) -> sa.Select[tuple[str, int, int]]:
+        return sa.select(table.c.name, table.c.at, table.c.n).where(
+            table.c.user_id == user_id, table.c.name.in_(names), table.c.at >= since
+        )
+
+    both = sa.union_all(part(event_tallies), part(event_tally_changes)).subquery()
+    query = sa.select(both.c.name, both.c.at, sa.func.sum(both.c.n)).group_by(
+        both.c.name, both.c.at
+    )
+    async with db.read() as conn:
+        return {(name, int(at)): int(n) for name, at, n in await conn.execute(query)}
+
+
+async def status_counts(db: Database, user_id: str, now_ms: int) -> StatusCounts:
+    """What ``GET /stats`` summarizes: three index ranges of the tallies."""
+    now_s = now_ms // 1000
+    states = await read_tallies(db, user_id, STATUS_NAMES, 0)
+    flows = await read_tallies(db, user_id, (INGESTED, COMPLETED), now_s - THROUGHPUT_WINDOW_S)
+    latencies = await read_tallies(
+        db, user_id, LATENCY_NAMES, (now_s - LATENCY_WINDOW_S) // 60 * 60
+    )
+    by_latency: dict[str, int] = {}
+    for (name, _), n in latencies.items():
+        by_latency[name] = by_latency.get(name, 0) + n
+    return StatusCounts(
+        by_status={name.removeprefix("status."): n for (name, _), n in states.items() if n},
+        ingested_last_minute=sum(n for (name, _), n in flows.items() if name == INGESTED),
+        completed_last_minute=sum(n for (name, _), n in flows.items() if name == COMPLETED),
+        latency=latency_buckets(by_latency),
+    )

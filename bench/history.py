@@ -102,7 +102,7 @@ async def _read_paths(dep: Deployment, user_id: str, events: int) -> dict[str, s
 async def _latencies(
     ctx: Context, dep: Deployment, account: Account, events: int
 ) -> dict[str, Latency]:
-    seconds = max(1, ctx.options.duration_s // 5)
+    seconds = max(1, ctx.options.duration_s // 3)
     found: dict[str, Latency] = {}
     for name, path in (await _read_paths(dep, account.user_id, events)).items():
         ctx.say(f"{events:,} events: {READS[name]}, {seconds} s")

@@ -202,6 +202,12 @@ def history_table(mode: str, found: Mapping[str, Any]) -> Table:
         _times(grew["database_cpu_added"]),
         f"{mark[met[DASHBOARDS_TARGET]]} +≤{DASHBOARD_LIMIT_PERCENT:.0f}% core",
     )
+    table.add_row(
+        "fewest requests of a read",
+        *(f"{min(v['requests'] for v in s['latency'].values()):,}" for s in sizes),
+        "",
+        "",
+    )
     table.add_row("dashboards open, s", *(f"{s['dashboards_open_s']:.1f}" for s in sizes), "", "")
     table.add_row("steady ingest, events/s", *(f"{s['ingest_per_s']:.0f}" for s in sizes), "", "")
     return table

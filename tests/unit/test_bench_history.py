@@ -114,6 +114,7 @@ def test_the_table_shows_each_measure_at_both_sizes_and_the_main_table_its_targe
     assert "1,000 events" in text and "10,000 events" in text
     assert "2.0 / 6.0" in text and "6.0 / 18.0" in text and "x3.00 / x3.00" in text
     assert "+3.0 (2 → 5)" in text and "+12.0 (2 → 14)" in text and "x4.00" in text
+    assert "fewest requests of a read" in text
 
     run = RunResult(20.0, 6.0, 18.0, {}, "", 0.0, details={"history": found})
     verdicts = dict(target_checks(ScenarioResult("postgres", "history", [run]), None))

@@ -24,7 +24,7 @@ def bench(
         str,
         typer.Option(
             help="all, or a comma-separated subset of: ceiling, ingest-single, ingest-batch, "
-            "end-to-end, worker-drain"
+            "end-to-end, worker-drain, history"
         ),
     ] = "all",
     runs: Annotated[int, typer.Option(min=1, help="Runs per scenario; the median is reported")] = 3,
@@ -37,11 +37,23 @@ def bench(
     connections: Annotated[int, typer.Option(min=1, help="wrk connections, single events")] = 64,
     batch_connections: Annotated[int, typer.Option(min=1, help="wrk connections, batches")] = 8,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Events per batch")] = 500,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes in end-to-end")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes in end-to-end and history")
+    ] = 1,
     drain_events: Annotated[
         int, typer.Option(min=1, help="Events queued before worker-drain starts its worker")
     ] = 100_000,
     wrk_threads: Annotated[int, typer.Option(min=1, help="wrk threads")] = 1,
+    history_events: Annotated[
+        int,
+        typer.Option(min=100, help="history: events per account first, then ten times as many"),
+    ] = 100_000,
+    history_dashboards: Annotated[
+        int, typer.Option(min=1, help="history: live dashboards opened at each size")
+    ] = 20,
+    history_rate: Annotated[
+        float, typer.Option(min=1, help="history: events/s sent meanwhile, one at a time")
+    ] = 20.0,
     json_path: Annotated[
         Optional[Path],  # noqa: UP045 (Typer reads it)
         typer.Option("--json", help="Also write the results, every run included, to this file"),

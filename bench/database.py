@@ -90,6 +90,23 @@ class BenchDatabase:
             ).one()
         return DrainSpan(int(row[0]), int(row[1] or 0), int(row[2] or 0))
 
+    async def id_at_depth(self, user_id: str, depth: int, status: str | None = None) -> str:
+        """The id of the user's event (of ``status``) with ``depth`` newer ones before it."""
+        where = [events.c.user_id == user_id]
+        if status is not None:
+            where.append(events.c.status == status)
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                sa.select(events.c.id)
+                .where(*where)
+                .order_by(events.c.id.desc())
+                .offset(depth)
+                .limit(1)
+            )
+        if found is None:
+            raise LookupError(f"no event {depth:,} deep in {user_id}'s history")
+        return str(found)
+
     async def _count(self, *where: sa.ColumnElement[bool]) -> int:
         async with self._engine.connect() as conn:
             value = await conn.scalar(sa.select(sa.func.count()).select_from(events).where(*where))

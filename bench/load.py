@@ -46,6 +46,9 @@ class Load:
     rate: float | None = None
     #: Keep the id of every 202 (single-event responses) to check them against the database.
     collect_ids: bool = False
+    #: GET sends no body; ``accepted`` then counts the answers with ``ok_status``.
+    method: str = "POST"
+    ok_status: int = 202
 
 
 @dataclass(slots=True)
@@ -106,6 +109,8 @@ async def run_wrk(load: Load, workdir: Path) -> WrkResult:
         "BENCH_THREADS": str(load.threads),
         "BENCH_RATE": f"{load.rate:.3f}" if load.rate else "",
         "BENCH_IDS_DIR": str(ids_dir) if load.collect_ids else "",
+        "BENCH_METHOD": load.method,
+        "BENCH_OK_STATUS": str(load.ok_status),
     }
     threads = max(1, min(load.threads, load.connections))
     args = [

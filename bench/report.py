@@ -9,12 +9,14 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.history_report import TARGET_LABELS as HISTORY_TARGETS
 from bench.stages import STAGES
 from bench.usage import Usage
 
 #: Roles that are EventFlow itself (the ceiling stands in for it in its own scenario).
 EVENTFLOW_ROLES = ("up", "api", "worker", "ceiling")
 CEILING = "ceiling"
+HISTORY = "history"
 
 
 @dataclass(slots=True)
@@ -218,6 +220,21 @@ def _ingest_beside_worker(result: ScenarioResult) -> float | None:
     return _median([r.details.get("ingest_per_s") for r in result.runs])
 
 
+def _history(label: str) -> Callable[[ScenarioResult, float | None], bool | None]:
+    """The history scenario's own verdict on ``label`` (bench/history_report.py)."""
+
+    def met(result: ScenarioResult, _: float | None) -> bool | None:
+        found = [
+            t["met"]
+            for r in result.runs
+            for t in r.details.get(HISTORY, {}).get("targets", [])
+            if t["target"] == label
+        ]
+        return None if not found or None in found else all(found)
+
+    return met
+
+
 TAIL = "p99≤25ms or commit p99+10ms"
 #: Held as ratios to the same run's ceiling, so that they mean the same on every machine.
 TARGETS: tuple[Target, ...] = (
@@ -240,6 +257,11 @@ TARGETS: tuple[Target, ...] = (
         Target(m, s, "API RSS≤200MB", _api_rss)
         for m in ("distributed",)
         for s in ("ingest-single", "ingest-batch", "end-to-end")
+    ),
+    *(
+        Target(m, HISTORY, label, _history(label))
+        for m in ("embedded", "postgres", "distributed")
+        for label in HISTORY_TARGETS
     ),
 )
 

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 import typer
 
+from bench.backfill import PG_UUID7, SQLITE_UUID7
 from bench.client import Account, register_and_login
 from bench.load import Load, WrkResult, run_wrk, single_body
 from bench.scenarios import SINGLE_PATH
@@ -27,9 +28,6 @@ from eventflow.clock import now_ms
 from eventflow.db.engine import create_engine
 
 _DAY_MS = 86_400_000
-# A UUIDv7 from a millisecond timestamp and a row number: old rows sort first, as real ones do.
-_UUID7 = "(lpad(to_hex(t), 12, '0') || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid"  # noqa: E501
-_SQLITE_UUID7 = "printf('%012x', t) || '7' || lower(substr(hex(randomblob(10)), 1, 19))"
 _PAYLOAD = '{"order_id":"A-1001","amount":42.5,"currency":"EUR"}'
 
 
@@ -54,7 +52,7 @@ async def _preload_postgres(url: str, user_id: str, rows: int, old: int) -> None
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
         series = f"(SELECT g, {old} - g AS t FROM generate_series(1, {rows}) AS g) AS s"
-        await conn.execute(_events(_UUID7, f"'{user_id}'::uuid", series))
+        await conn.execute(_events(PG_UUID7, f"'{user_id}'::uuid", series))
         await conn.execute(_ATTEMPTS)
         await conn.execute("VACUUM ANALYZE events")
         await conn.execute("VACUUM ANALYZE attempts")
@@ -71,7 +69,7 @@ async def _preload_sqlite(url: str, user_id: str, rows: int, old: int) -> None:
     user = "'" + user_id.replace("-", "") + "'"
     try:
         async with engine.begin() as conn:
-            await conn.exec_driver_sql(_events(_SQLITE_UUID7, user, series))
+            await conn.exec_driver_sql(_events(SQLITE_UUID7, user, series))
             await conn.exec_driver_sql(_ATTEMPTS)
     finally:
         await engine.dispose()

@@ -27,11 +27,14 @@ from rich.progress import (
 )
 
 from bench import scenarios
+from bench.history import history
+from bench.history_report import history_table
 from bench.load import wrk_binary
 from bench.machine import describe
 from bench.machine import summary as machine_summary
 from bench.report import (
     CEILING,
+    HISTORY,
     RunResult,
     ScenarioResult,
     results_json,
@@ -43,7 +46,7 @@ from bench.stack import MODES, Mode, Stack, settings_overrides
 from eventflow import __version__
 from testkit import MissingService
 
-SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain")
+SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain", HISTORY)
 
 
 class BenchUsageError(ValueError):
@@ -89,7 +92,15 @@ async def _one_run(scenario: str, ctx: Context, stack: Stack) -> RunResult:
         return await scenarios.ingest(ctx, stack, batch=True)
     if scenario == "end-to-end":
         return await scenarios.end_to_end(ctx, stack)
+    if scenario == HISTORY:
+        return await history(ctx, stack)
     return await scenarios.worker_drain(ctx, stack)
+
+
+def _runs(scenario: str, options: BenchOptions) -> int:
+    """History runs once: each of its figures is over many requests already, and it loads ten
+    times ``history_events`` events."""
+    return 1 if scenario == HISTORY else options.runs
 
 
 async def run_bench(
@@ -100,7 +111,7 @@ async def run_bench(
     console: Console,
 ) -> Outcome:
     per_mode = [s for s in chosen if s != CEILING]
-    total = options.runs * ((CEILING in chosen) + len(modes) * len(per_mode))
+    total = sum(_runs(s, options) * (1 if s == CEILING else len(modes)) for s in chosen)
     outcome = Outcome([], [])
     progress = Progress(
         SpinnerColumn(),
@@ -124,8 +135,9 @@ async def run_bench(
 
         async def repeat(mode: str, scenario: str, stack: Stack | None) -> None:
             runs: list[RunResult] = []
-            for n in range(1, options.runs + 1):
-                progress.update(task, description=f"{mode} · {scenario} · run {n}/{options.runs}")
+            count = _runs(scenario, options)
+            for n in range(1, count + 1):
+                progress.update(task, description=f"{mode} · {scenario} · run {n}/{count}")
                 say("")
                 try:
                     if stack is None:
@@ -134,7 +146,7 @@ async def run_bench(
                         runs.append(await _one_run(scenario, ctx, stack))
                 except Exception as exc:
                     outcome.failures.append(Failure(mode, scenario, f"{type(exc).__name__}: {exc}"))
-                    progress.advance(task, options.runs - n + 1)
+                    progress.advance(task, count - n + 1)
                     return
                 progress.advance(task)
             outcome.results.append(ScenarioResult(mode, scenario, runs))
@@ -215,6 +227,9 @@ def main(
     stages = stages_table(outcome.results)
     if stages is not None:
         out.print(stages)
+    for result in outcome.results:
+        if result.scenario == HISTORY:
+            out.print(history_table(result.mode, result.median_run.details["history"]))
     out.print(f"Machine: {machine_summary(meta['machine'])}")
     for failure in outcome.failures:
         err.print(f"[red]FAILED[/] {failure.mode} · {failure.scenario}: {failure.error}")

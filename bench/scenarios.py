@@ -24,7 +24,7 @@ from testkit import EventflowProcess, nearest_rank_percentile
 
 SINGLE_PATH = "/api/v1/events"
 BATCH_PATH = "/api/v1/events/batch"
-_PASSWORD = "bench-password-1234"
+PASSWORD = "bench-password-1234"
 _PREFILL_CONCURRENCY = 4
 _DEPTH_INTERVAL_S = 1.0
 # "Bounded" queue: the backlog grows by less than this share of the completed rate.
@@ -42,6 +42,9 @@ class BenchOptions:
     workers: int = 1
     drain_events: int = 100_000
     wrk_threads: int = 1
+    history_events: int = 100_000
+    history_dashboards: int = 20
+    history_rate: float = 20.0
 
 
 Say = Callable[[str], None]
@@ -67,7 +70,7 @@ def _load(ctx: Context, port: int, account: Account | None, *, batch: bool) -> L
     )
 
 
-def _others(usage: UsageSampler, *loads: WrkResult) -> float:
+def others_cpu(usage: UsageSampler, *loads: WrkResult) -> float:
     """Machine CPU not used by anything the bench started (neighbours on a shared machine)."""
     ours = sum(u.cpu_percent for u in usage.result().values()) + usage.bench_cpu_percent
     load = sum(100 * r.cpu_s / r.duration_s for r in loads if r.duration_s > 0)
@@ -118,7 +121,7 @@ async def ceiling(ctx: Context) -> RunResult:
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         usage=usage.result(),
-        others_cpu_percent=_others(usage, result),
+        others_cpu_percent=others_cpu(usage, result),
         notes=_errors(result) or "no work: the machine's HTTP ceiling",
         ok=result.accepted > 0,
         details={"wrk": result.as_json()},
@@ -131,8 +134,8 @@ async def ingest(ctx: Context, stack: Stack, *, batch: bool) -> RunResult:
         # Embedded mode is one process by design; elsewhere the API runs alone so that the
         # figure is the ingest path's, and end-to-end measures it together with workers.
         await dep.start("up" if dep.mode == "embedded" else "api")
-        warm = await register_and_login(dep.port, "warmup@bench.example", _PASSWORD)
-        account = await register_and_login(dep.port, "load@bench.example", _PASSWORD)
+        warm = await register_and_login(dep.port, "warmup@bench.example", PASSWORD)
+        account = await register_and_login(dep.port, "load@bench.example", PASSWORD)
         if ctx.options.warmup_s:
             ctx.say("warming up")
             warmup = replace(
@@ -163,7 +166,7 @@ async def ingest(ctx: Context, stack: Stack, *, batch: bool) -> RunResult:
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         usage=usage.result(),
-        others_cpu_percent=_others(usage, result),
+        others_cpu_percent=others_cpu(usage, result),
         notes=check + (f"; {errors}" if errors else ""),
         ok=ok and result.accepted > 0,
         details={
@@ -204,18 +207,23 @@ def _growth_per_s(samples: list[tuple[float, int]]) -> float:
     return sum((t - mean_t) * (d - mean_d) for t, d in samples) / spread
 
 
+async def start_serving(dep: Deployment, workers: int) -> None:
+    """``eventflow up`` on SQLite (one process by design), else ``api`` and ``workers`` workers."""
+    if dep.mode == "embedded":
+        await dep.start("up")
+        return
+    await dep.start("api")
+    for _ in range(workers):
+        await dep.start("worker")
+
+
 async def end_to_end(ctx: Context, stack: Stack) -> RunResult:
     """Saturating ingest with workers on, then ingest at half the completed rate for latency."""
     opts = ctx.options
     async with stack.deployment() as dep:
-        if dep.mode == "embedded":
-            await dep.start("up")
-        else:
-            await dep.start("api")
-            for _ in range(opts.workers):
-                await dep.start("worker")
-        busy = await register_and_login(dep.port, "sustained@bench.example", _PASSWORD)
-        paced = await register_and_login(dep.port, "paced@bench.example", _PASSWORD)
+        await start_serving(dep, opts.workers)
+        busy = await register_and_login(dep.port, "sustained@bench.example", PASSWORD)
+        paced = await register_and_login(dep.port, "paced@bench.example", PASSWORD)
         ctx.say(f"sustained ingest, wrk {opts.duration_s} s")
         depth: list[tuple[float, int]] = []
         sampler = asyncio.create_task(_sample_backlog(dep.db, busy.user_id, depth))
@@ -261,7 +269,7 @@ async def end_to_end(ctx: Context, stack: Stack) -> RunResult:
         p50_ms=p50,
         p99_ms=p99,
         usage=usage.result(),
-        others_cpu_percent=_others(usage, result),
+        others_cpu_percent=others_cpu(usage, result),
         notes=notes + (f"; {_errors(result)}" if _errors(result) else ""),
         ok=completed > 0 and drained_after is not None,
         details={
@@ -306,7 +314,7 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
     """One ``eventflow worker`` alone against a queue pre-filled while no worker ran."""
     async with stack.deployment() as dep:
         api = await dep.start("api")
-        account = await register_and_login(dep.port, "drain@bench.example", _PASSWORD)
+        account = await register_and_login(dep.port, "drain@bench.example", PASSWORD)
         queued = await _prefill(ctx, dep, account)
         await dep.stop(api)
         ctx.say(f"one worker draining {queued:,} events")
@@ -324,7 +332,7 @@ async def worker_drain(ctx: Context, stack: Stack) -> RunResult:
         p50_ms=None,
         p99_ms=None,
         usage=usage.result(),
-        others_cpu_percent=_others(usage),
+        others_cpu_percent=others_cpu(usage),
         notes=f"{done}: {span.completed:,}/{queued:,} completed",
         ok=drained_after is not None and span.completed == queued and queued > 0,
         details={

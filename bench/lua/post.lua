@@ -1,8 +1,11 @@
--- EventFlow bench: POST one fixed JSON body, count the 202s, write a JSON summary.
+-- EventFlow bench: send one fixed request (a JSON POST by default), count the expected answers
+-- (202 by default), write a JSON summary.
 --
 -- Configured through the environment, because wrk runs this file once per thread and once more
 -- for setup()/done(), and hands its command-line arguments to the thread states only:
---   BENCH_BODY_FILE  file holding the request body (required)
+--   BENCH_BODY_FILE  file holding the request body (required; ignored for a GET)
+--   BENCH_METHOD     optional: GET or POST (unset: POST)
+--   BENCH_OK_STATUS  optional: the status counted as accepted (unset: 202)
 --   BENCH_OUT        where done() writes its JSON summary (required)
 --   BENCH_TOKEN      bearer token (optional)
 --   BENCH_IDS_DIR    optional: every thread appends the "id" of each 202 to a file in here
@@ -16,9 +19,13 @@ local function read_file(path)
   return text
 end
 
-wrk.method = "POST"
-wrk.body = read_file(os.getenv("BENCH_BODY_FILE"))
-wrk.headers["Content-Type"] = "application/json"
+local method = os.getenv("BENCH_METHOD")
+wrk.method = (method and method ~= "") and method or "POST"
+if wrk.method ~= "GET" then
+  wrk.body = read_file(os.getenv("BENCH_BODY_FILE"))
+  wrk.headers["Content-Type"] = "application/json"
+end
+local ok_status = tonumber(os.getenv("BENCH_OK_STATUS") or "") or 202
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
@@ -44,7 +51,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-  if status == 202 then
+  if status == ok_status then
     accepted = accepted + 1
     if ids_file then
       local id = string.match(body, '"id"%s*:%s*"([^"]+)"')

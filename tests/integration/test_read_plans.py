@@ -216,7 +216,7 @@ def _listings(stores: Stores, user: str, cursor: str) -> dict[str, tuple[Call, J
 
 
 @each_database
-async def test_every_read_is_served_by_an_index(
+async def test_every_read_and_replay_batch_is_served_by_an_index(
     history: tuple[AsyncEngine, int],
 ) -> None:
     engine, rows = history
@@ -249,6 +249,10 @@ async def test_every_read_is_served_by_an_index(
         problems += _judged(f"changes after={after is not None}", [created], _walks_newest_first)
         problems += _judged("changes: watched", [by_id], _looks_up_ids)
         problems += _judged("changes: finished", [finished], _finished_recently)
+    # Last, as it changes the history: one batch of "retry all failed" (a write, but one that
+    # must find the user's failed events the same way).
+    replay = functools.partial(reading.replay_failed, large, cursor, 1000)
+    problems += _judged("replay_failed", await query_plans(engine, replay), _finds_open_work)
     assert not problems, "\n".join(problems)
 
 

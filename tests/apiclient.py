@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from eventflow.api.app import create_asgi_app
 from eventflow.config import Settings
 from eventflow.runtime import open_runtime
+from eventflow.services import Services
 
 Json = dict[str, Any]
 
@@ -25,8 +25,24 @@ async def running_app(
     settings: Settings, *, run_worker: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The full app (API, and by default a worker and dispatcher) served in-process."""
-    factory = functools.partial(open_runtime, run_worker=run_worker)
-    app = create_asgi_app(settings, factory)
+    async with running_services(settings, run_worker=run_worker) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, *, run_worker: bool = True
+) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """``running_app``, and its services: for tests that also reach behind the API."""
+    opened: list[Services] = []
+
+    @asynccontextmanager
+    async def open_services(settings: Settings) -> AsyncIterator[Services]:
+        async with open_runtime(settings, run_worker=run_worker) as services:
+            opened.append(services)
+            yield services
+
+    app = create_asgi_app(settings, open_services)
     async with (
         LifespanManager(app, startup_timeout=30, shutdown_timeout=60) as manager,
         httpx.AsyncClient(
@@ -35,7 +51,7 @@ async def running_app(
             timeout=30,
         ) as client,
     ):
-        yield client
+        yield client, opened[0]
 
 
 async def signup(client: httpx.AsyncClient, email: str | None = None) -> dict[str, str]:

@@ -71,7 +71,8 @@ async def test_rare_lookups_have_partial_indexes(make_settings: SettingsFactory)
         i["name"]: str(i.get("dialect_options", {}).get(f"{dialect}_where", "")) for i in indexes
     }
     assert "idempotency_key IS NOT NULL" in where["uq_events_user_id_idempotency_key"]
-    assert "failed" in where["ix_events_user_id_status_id"]
+    assert "failed" in where["ix_events_user_status"]
+    assert "completed" not in where["ix_events_user_status"]
     assert "completed_at IS NOT NULL" in where["ix_events_user_id_completed_at"]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -19,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
-from eventflow.db.rows import PageQuery, Status
+from eventflow.db.rows import Status
 from eventflow.db.stores import build_stores
 from eventflow.db.tables import users as users_table
 from eventflow.ids import new_id
-
-Statement = tuple[str, Any]
+from tests.integration.plans import query_plans
 
 
 @pytest.fixture
@@ -35,30 +33,6 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-async def _plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> list[str]:
-    """The query plan of every statement ``call`` runs, with the parameters it sent."""
-    sent: list[Statement] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
-            sent.append((statement, params))
-
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        await call()
-    finally:
-        sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)
-    assert sent, "the call ran no query"
-    sqlite = engine.dialect.name == "sqlite"
-    plans = []
-    async with engine.connect() as conn:
-        for statement, params in sent:
-            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-            rows = await conn.exec_driver_sql(explain + statement, params)
-            plans.append(" | ".join(str(row[-1]).strip() for row in rows))
-    return plans
 
 
 async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEngine) -> None:
@@ -75,29 +49,10 @@ async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEn
         ("ix_events_lease", lambda: queue.release("w")),
     ]
     for index, call in checks:
-        plans = await _plans(engine, call)
+        plans = await query_plans(engine, call)
         assert any(index in plan for plan in plans), plans
         # A scan of the partial index is fine (it holds only the waiting or running rows).
         assert not any(step == "SCAN events" for p in plans for step in p.split(" | ")), plans
-
-
-async def test_status_listings_use_the_partial_status_index(engine: AsyncEngine) -> None:
-    stores = build_stores(engine)
-    queries, feed = stores.reading, stores.feed
-    user = new_id()
-
-    def listing(status: Status) -> Callable[[], Awaitable[object]]:
-        return lambda: queries.page(user, PageQuery(limit=10, status=status))
-
-    for status in (Status.FAILED, Status.RETRYING, Status.SCHEDULED):
-        (plan,) = await _plans(engine, listing(status))
-        assert "ix_events_user_id_status_id" in plan, plan
-    # The other statuses are not in that index: their listings walk (user_id, id) newest first.
-    for status in (Status.QUEUED, Status.PROCESSING, Status.COMPLETED):
-        (plan,) = await _plans(engine, listing(status))
-        assert "ix_events_user_id_id" in plan, plan
-    plans = await _plans(engine, lambda: feed.in_flight(user, 5))
-    assert all("ix_events_user_id_" in plan and "SCAN events" not in plan for plan in plans)
 
 
 # Old completed events among newer ones and waiting ones, each with one attempt; ANALYZEd on
@@ -116,7 +71,7 @@ _SQLITE_SERIES = "(WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM 
 
 async def _purge_plans(engine: AsyncEngine) -> list[str]:
     upkeep = build_stores(engine).upkeep
-    plans = await _plans(engine, lambda: upkeep.purge_finished(Status.COMPLETED, 2_000, 100))
+    plans = await query_plans(engine, lambda: upkeep.purge_finished(Status.COMPLETED, 2_000, 100))
     assert len(plans) == 2, "the events and their attempts"
     return plans
 

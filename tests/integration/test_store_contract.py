@@ -199,9 +199,39 @@ async def test_retry_then_fail_then_replay(under: Under) -> None:
     await under.outcomes.record_outcomes("w2", [_outcome(event.id, 2, Status.FAILED, error="x")])
     assert (await under.row(event.id)).status is Status.FAILED
 
-    assert await under.reading.replay_failed(under.user_id) == [event.id]
+    assert await under.reading.replay_failed(under.user_id, None, 10) == [event.id]
     (third,) = await under.due.claim_due(10, "w3", LEASE_MS)
     assert (third.attempt, third.attempt_in_round) == (3, 1), "a replay starts a fresh budget"
+
+
+async def _fail(under: Under, event_ids: list[str]) -> None:
+    """Claim the events (queued) and record that their attempt failed for good."""
+    claimed = await under.hinted.claim_ids(event_ids, "w1", LEASE_MS)
+    failed = [_outcome(c.id, c.attempt, Status.FAILED, error="x") for c in claimed]
+    await under.outcomes.record_outcomes("w1", failed)
+
+
+async def test_failed_events_are_replayed_newest_first_a_batch_at_a_time(under: Under) -> None:
+    failed = [(await under.add()).id for _ in range(5)]
+    completed = await under.add()
+    await _fail(under, failed)
+    await under.hinted.claim_ids([completed.id], "w1", LEASE_MS)
+    await under.outcomes.record_outcomes("w1", [_outcome(completed.id, 1, Status.COMPLETED)])
+    newest_first = sorted(failed, reverse=True)
+
+    first = await under.reading.replay_failed(under.user_id, None, 2)
+    assert first == newest_first[:2]
+    # Those fail again before the next batch: the walk goes on below them, never back.
+    await _fail(under, first)
+    second = await under.reading.replay_failed(under.user_id, first[-1], 2)
+    assert second == newest_first[2:4]
+    assert await under.reading.replay_failed(under.user_id, second[-1], 2) == newest_first[4:]
+    statuses = {i: (await under.row(i)).status for i in [*failed, completed.id]}
+    assert statuses == {
+        **dict.fromkeys(first, Status.FAILED),
+        **dict.fromkeys(newest_first[2:], Status.QUEUED),
+        completed.id: Status.COMPLETED,
+    }
 
 
 async def test_an_expired_lease_is_reclaimed_and_the_late_outcome_ignored(under: Under) -> None:

@@ -95,8 +95,8 @@ class EventPage(BaseModel):
 
 
 class ReplayOut(BaseModel):
-    replayed: int
-    ids: list[str]
+    replayed: int = Field(description="How many events were queued again")
+    ids: list[str] = Field(description="The newest of them, 1,000 at most, newest first")
 
 
 class Throughput(BaseModel):

@@ -30,7 +30,9 @@ class EventReading(Protocol):
 
     async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]: ...
 
-    async def replay_failed(self, user_id: str) -> list[str]: ...
+    async def replay_failed(self, user_id: str, before_id: str | None, limit: int) -> list[str]:
+        """Replay, in one transaction, the newest ``limit`` failed events older than
+        ``before_id``; answers their ids, newest first."""
 
 
 class FeedReading(Protocol):

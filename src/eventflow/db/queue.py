@@ -93,7 +93,12 @@ class QueueStore:
         async with self._db.write() as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(USES_LEASE_INDEX, events.c.lease_owner == owner)
+                # Every lease has an expiry: the range on lease_until is what makes SQLite, which
+                # weighs indexes without statistics, walk ix_events_lease and not another partial
+                # index whose predicate ``status = 'processing'`` also meets (ix_events_user_status,
+                # which holds every failed event too).
+                .where(USES_LEASE_INDEX, events.c.lease_until.is_not(None))
+                .where(events.c.lease_owner == owner)
                 .values(
                     status=Status.QUEUED.value,
                     # The attempt never finished through no fault of the event's.

@@ -70,18 +70,33 @@ class ReadingStore:
 
     async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]:
         """Queue ``failed``/``completed`` events again with a fresh attempt budget."""
-        return await self._replay(sa.and_(events.c.user_id == user_id, events.c.id.in_(event_ids)))
-
-    async def replay_failed(self, user_id: str) -> list[str]:
         return await self._replay(
-            sa.and_(events.c.user_id == user_id, status_is(Status.FAILED.value))
+            sa.and_(
+                events.c.user_id == user_id,
+                events.c.id.in_(event_ids),
+                events.c.status.in_(_REPLAYABLE_VALUES),
+            )
         )
+
+    async def replay_failed(self, user_id: str, before_id: str | None, limit: int) -> list[str]:
+        """Replay the newest ``limit`` failed events older than ``before_id``, in one
+        transaction; answers their ids, newest first (the next batch starts below the last)."""
+        newest = sa.select(events.c.id).where(
+            events.c.user_id == user_id, status_is(Status.FAILED.value)
+        )
+        if before_id is not None:
+            newest = newest.where(events.c.id < before_id)
+        newest = newest.order_by(events.c.id.desc()).limit(limit)
+        replayed = await self._replay(
+            sa.and_(self._db.taken_once(events.c.id, newest), status_is(Status.FAILED.value))
+        )
+        return sorted(replayed, reverse=True)
 
     async def _replay(self, which: sa.ColumnElement[bool]) -> list[str]:
         now = now_ms()
         stmt = (
             sa.update(events)
-            .where(which, events.c.status.in_(_REPLAYABLE_VALUES))
+            .where(which)
             .values(
                 status=Status.QUEUED.value,
                 attempt_base=events.c.attempts,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -20,6 +21,7 @@ from eventflow.api.schemas import (
     ReplayOut,
     StatusName,
 )
+from eventflow.api.stores import EventReading
 from eventflow.clock import iso
 from eventflow.db.rows import REPLAYABLE, AttemptRow, EventRow, PageQuery, Status
 from eventflow.errors import BadRequest, Conflict, NotFound
@@ -30,6 +32,10 @@ router = APIRouter(prefix="/events", tags=["events"])
 # The ingest endpoints declare their requests for the OpenAPI document; their routes'
 # handler serves them (api/fast_ingest.py), so FastAPI never calls them.
 _SERVED_BY_HANDLER = "served by the ingest route's handler"
+#: Failed events replayed per transaction by ``POST /events/retry-failed``.
+REPLAY_BATCH = 1_000
+#: The most ids its answer lists: the newest, the ones a dashboard's feed shows.
+REPLAY_IDS_LISTED = 1_000
 
 
 def _links_to_the_event(expression: str) -> dict[str, Any]:
@@ -119,10 +125,38 @@ async def list_events(
 
 @router.post("/retry-failed", status_code=202, response_model=ReplayOut)
 async def retry_failed(services: ServicesDep, user_id: UserId) -> ReplayOut:
-    """Replay every one of your failed events."""
-    ids = await services.reading.replay_failed(user_id)
-    await services.writer.publish(ids)
-    return ReplayOut(replayed=len(ids), ids=ids)
+    """Replay every one of your failed events, newest first, each with a fresh attempt budget.
+
+    They are queued again 1,000 at a time, so ingestion goes on meanwhile; `replayed` counts them
+    all, and `ids` lists the newest 1,000 of them."""
+    replayed, ids = await replay_all_failed(services.reading, services.writer.publish, user_id)
+    return ReplayOut(replayed=replayed, ids=ids)
+
+
+async def replay_all_failed(
+    reading: EventReading,
+    publish: Callable[[list[str]], Awaitable[None]],
+    user_id: str,
+    batch: int = REPLAY_BATCH,
+    listed: int = REPLAY_IDS_LISTED,
+) -> tuple[int, list[str]]:
+    """Replay the user's failed events ``batch`` at a time, publishing each batch's hints once
+    it is committed; answers how many, and the ids of the newest ``listed`` of them."""
+    replayed, ids = 0, list[str]()
+    before: str | None = None
+    while True:
+        # Each batch commits before the next begins: a transaction holds its locks (SQLite's
+        # single write lock, for one) for one batch, never for all of a long history's failures.
+        taken = await reading.replay_failed(user_id, before, batch)
+        await publish(taken)
+        replayed += len(taken)
+        ids += taken[: listed - len(ids)]
+        # A short batch took the last of them (rows another replay holds are skipped, not
+        # counted in the limit). The cursor only descends, so an event that fails again
+        # meanwhile is not replayed twice.
+        if len(taken) < batch:
+            return replayed, ids
+        before = taken[-1]
 
 
 @router.get("/{event_id}", response_model=EventOut, responses={404: {"description": "Not yours"}})

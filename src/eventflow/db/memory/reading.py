@@ -73,8 +73,13 @@ class MemoryReading:
     async def replay(self, user_id: str, event_ids: Sequence[str]) -> list[str]:
         return self._replay([r for r in self._newest(user_id) if r.id in set(event_ids)])
 
-    async def replay_failed(self, user_id: str) -> list[str]:
-        return self._replay([r for r in self._newest(user_id) if r.status is Status.FAILED])
+    async def replay_failed(self, user_id: str, before_id: str | None, limit: int) -> list[str]:
+        failed = [
+            r
+            for r in self._newest(user_id)
+            if r.status is Status.FAILED and (before_id is None or r.id < before_id)
+        ]
+        return self._replay(failed[:limit])
 
     def _replay(self, rows: list[MemoryRow]) -> list[str]:
         now = self._clock()

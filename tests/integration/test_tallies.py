@@ -109,7 +109,7 @@ async def test_tallies_follow_every_change_of_an_event(db: Db) -> None:
     assert await s.upkeep.promote_scheduled() == 4
     await db.check()
 
-    replayed = await s.reading.replay_failed(db.users[0])
+    replayed = await s.reading.replay_failed(db.users[0], None, 1000)
     assert len(replayed) >= 3
     finished = await s.reading.page(db.users[0], PageQuery(50, status=Status.COMPLETED))
     assert await s.reading.replay(db.users[0], [r.id for r in finished[0][:4]])

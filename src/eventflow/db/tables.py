@@ -32,7 +32,7 @@ PROCESSING = "status = 'processing'"
 #: Completed events, nearly all of a history, are found by a newest-first walk of (user_id, id).
 LISTED_STATUSES = ("scheduled", "queued", "processing", "retrying", "failed")
 # Equalities joined by OR, not an IN list: SQLite proves that a query's ``status = 'failed'``
-# implies an OR of which it is one arm, never that it implies an IN list (migration 0007).
+# implies an OR of which it is one arm, never that it implies an IN list (migration 0008).
 LISTED = " OR ".join(f"status = '{s}'" for s in LISTED_STATUSES)
 #: The predicate of ix_events_finished: the events retention may delete (migration 0006).
 FINISHED = "status IN ('completed', 'failed')"
@@ -103,7 +103,7 @@ events = sa.Table(
     # Every claim and outcome writes a new row version into every index whose predicate it
     # meets (the status changes, so no update is HOT); the indexes behind rare lookups skip
     # the rows that never need them (migration 0002). This one skips completed rows, nearly all
-    # of a history; listings of completed events walk (user_id, id) (migration 0007).
+    # of a history; listings of completed events walk (user_id, id) (migration 0008).
     sa.Index(
         "ix_events_user_status",
         "user_id",

@@ -20,8 +20,8 @@ million rows). Where that pause matters, build the index beforehand without bloc
 'scheduled' OR status = 'queued' OR status = 'processing' OR status = 'retrying' OR status =
 'failed'``, and this migration keeps it (docs/performance.md, *Reads at scale*).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

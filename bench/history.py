@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bench.backfill import FAILED_SHARE, LISTED_TYPE, backfill
-from bench.client import Account, post_json, register_and_login
+from bench.client import Account, post_json, register_and_login, request
 from bench.dashboards import accounts_for, open_dashboards
 from bench.history_report import LISTS, READS, Latency, SizeFigures, history_json
 from bench.load import Load, run_wrk, single_body
@@ -170,12 +170,27 @@ async def history(ctx: Context, stack: Stack) -> RunResult:
             loaded = events
             figures, usage = await _measure(ctx, dep, stack, accounts, events)
             sizes.append(figures)
+        exact = await _stats_are_exact(dep, accounts)
     found = history_json(sizes, len(accounts), opts.history_dashboards)
-    return _result(found, sizes, usage)
+    found["stats_equal_full_count"] = exact
+    return _result(found, sizes, usage, exact)
+
+
+async def _stats_are_exact(dep: Deployment, accounts: Sequence[Account]) -> bool:
+    """Whether each account's ``GET /stats`` total equals a full count of its rows, once the
+    load has stopped: the tallies behind it stayed exact through the whole run."""
+    for account in accounts:
+        reply = await request(
+            dep.port, "GET", "/api/v1/stats", headers={"Authorization": f"Bearer {account.token}"}
+        )
+        stats = reply.json()
+        if not isinstance(stats, dict) or stats.get("total") != await dep.db.count(account.user_id):
+            return False
+    return True
 
 
 def _result(
-    found: dict[str, object], sizes: Sequence[SizeFigures], usage: UsageSampler
+    found: dict[str, object], sizes: Sequence[SizeFigures], usage: UsageSampler, exact: bool
 ) -> RunResult:
     first, last = sizes[0], sizes[-1]
     slowest = max(LISTS, key=lambda n: last.latency[n].p99_ms)
@@ -192,7 +207,9 @@ def _result(
         p99_ms=last.latency["stats"].p99_ms,
         usage=usage.result(),
         others_cpu_percent=others_cpu(usage),
-        notes=notes + (f"; {errors:,} failed reads" if errors else ""),
-        ok=errors == 0 and all(v.requests > 0 for s in sizes for v in s.latency.values()),
+        notes=notes
+        + (f"; {errors:,} failed reads" if errors else "")
+        + ("" if exact else "; /stats total ≠ the rows counted"),
+        ok=exact and errors == 0 and all(v.requests > 0 for s in sizes for v in s.latency.values()),
         details={"history": found},
     )

@@ -70,6 +70,7 @@ def assert_history(result: dict[str, Any], table: str) -> None:
     found = run["history"]
     assert found["accounts"] == 2, "9 dashboards: 8 on one account, the cap, and 1 on another"
     assert found["events_per_account"] == [2000, 20_000]
+    assert found["stats_equal_full_count"] is True
     for size in found["sizes"]:
         assert set(size["latency"]) == set(READS)
         for name, latency in size["latency"].items():

@@ -91,7 +91,7 @@ async def backfill(url: str, user_id: str, newest_ms: int, first: int, last: int
     # history that really grew over months has only its counts by status left.
     if postgres:
         user_sql = f"'{user_id}'::uuid"
-        series = f"(SELECT g, {newest_ms} - g * {STEP_MS} AS t FROM generate_series({first}, {last}) AS g) AS q"  # noqa: E501
+        series = f"(SELECT g, {newest_ms} - g * {STEP_MS} AS t FROM generate_series({first}::bigint, {last}::bigint) AS g) AS q"  # noqa: E501
         statements = [
             # Triggers off for this insert only (the bench's user is a superuser); the counts
             # by status are added just after, from the same rows.

@@ -83,7 +83,7 @@ class FeedStore:
         width = last_second - first_second + 1
         flows = {name: [0] * width for name in FLOW_NAMES}
         for (name, second), n in (
-            await read_tallies(self._db, user_id, FLOW_NAMES, first_second)
+            await read_tallies(self._db, user_id, (FLOW_NAMES, first_second))
         ).items():
             if second <= last_second:
                 flows[name][second - first_second] += n

@@ -59,15 +59,21 @@ def latency_buckets(counts: dict[str, int]) -> list[LatencyBucket]:
     return buckets
 
 
-async def read_tallies(db: Database, user_id: str, names: Sequence[str], since: int) -> Tallies:
-    """The user's tallies ``names`` at ``since`` or later, by (name, at)."""
+async def read_tallies(db: Database, user_id: str, *ranges: tuple[Sequence[str], int]) -> Tallies:
+    """The user's tallies ``names`` at ``since`` or later, for each (names, since) of
+    ``ranges``, by (name, at): one statement, each range an index range of both tables."""
 
-    def part(table: sa.Table) -> sa.Select[tuple[str, int, int]]:
+    def part(table: sa.Table, names: Sequence[str], since: int) -> sa.Select[tuple[str, int, int]]:
         return sa.select(table.c.name, table.c.at, table.c.n).where(
             table.c.user_id == user_id, table.c.name.in_(names), table.c.at >= since
         )
 
-    both = sa.union_all(part(event_tallies), part(event_tally_changes)).subquery()
+    parts = [
+        part(table, names, since)
+        for table in (event_tallies, event_tally_changes)
+        for names, since in ranges
+    ]
+    both = sa.union_all(*parts).subquery()
     query = sa.select(both.c.name, both.c.at, sa.func.sum(both.c.n)).group_by(
         both.c.name, both.c.at
     )
@@ -76,19 +82,29 @@ async def read_tallies(db: Database, user_id: str, names: Sequence[str], since: 
 
 
 async def status_counts(db: Database, user_id: str, now_ms: int) -> StatusCounts:
-    """What ``GET /stats`` summarizes: three index ranges of the tallies."""
+    """What ``GET /stats`` summarizes, in one round trip: three index ranges of the tallies."""
     now_s = now_ms // 1000
-    states = await read_tallies(db, user_id, STATUS_NAMES, 0)
-    flows = await read_tallies(db, user_id, (INGESTED, COMPLETED), now_s - THROUGHPUT_WINDOW_S)
-    latencies = await read_tallies(
-        db, user_id, LATENCY_NAMES, (now_s - LATENCY_WINDOW_S) // 60 * 60
+    flows, latency = (INGESTED, COMPLETED), set(LATENCY_NAMES)
+    found = await read_tallies(
+        db,
+        user_id,
+        (STATUS_NAMES, 0),
+        (flows, now_s - THROUGHPUT_WINDOW_S),
+        (LATENCY_NAMES, (now_s - LATENCY_WINDOW_S) // 60 * 60),
     )
+    by_status: dict[str, int] = {}
+    by_flow = dict.fromkeys(flows, 0)
     by_latency: dict[str, int] = {}
-    for (name, _), n in latencies.items():
-        by_latency[name] = by_latency.get(name, 0) + n
+    for (name, _), n in found.items():
+        if name in latency:
+            by_latency[name] = by_latency.get(name, 0) + n
+        elif name in by_flow:
+            by_flow[name] += n
+        elif n:
+            by_status[name.removeprefix("status.")] = n
     return StatusCounts(
-        by_status={name.removeprefix("status."): n for (name, _), n in states.items() if n},
-        ingested_last_minute=sum(n for (name, _), n in flows.items() if name == INGESTED),
-        completed_last_minute=sum(n for (name, _), n in flows.items() if name == COMPLETED),
+        by_status=by_status,
+        ingested_last_minute=by_flow[INGESTED],
+        completed_last_minute=by_flow[COMPLETED],
         latency=latency_buckets(by_latency),
     )

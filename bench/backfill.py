@@ -8,6 +8,9 @@ attempts, some completed on a second attempt, one in a thousand still queued.
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
 from eventflow.db.engine import create_engine
 
 # A UUIDv7 from a millisecond timestamp ``t`` and random bits: older rows sort first, as real
@@ -114,7 +117,8 @@ async def backfill(url: str, user_id: str, newest_ms: int, first: int, last: int
             f"AND at BETWEEN {oldest // 1000} AND {newest // 1000}",
         ]
     statements.append(_attempts_sql(user_sql, oldest, newest))
-    engine = create_engine(url, pool_size=1)
+    # PostgreSQL without EventFlow's 30 s statement timeout: ten million rows take minutes.
+    engine = create_async_engine(url, poolclass=NullPool) if postgres else create_engine(url)
     try:
         async with engine.connect() as conn:
             # Each statement commits alone; PostgreSQL's VACUUM refuses to run in a transaction.

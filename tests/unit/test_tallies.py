@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import eventflow.db
 from eventflow.api.statistics import percentile
 from eventflow.db.rows import LatencyBucket
-from eventflow.db.tallies import latency_buckets, latency_name
+from eventflow.db.tallies import LATENCY_BOUNDS_MS, latency_buckets, latency_name
 
 
 def test_each_latency_falls_in_the_first_bucket_that_bounds_it() -> None:
@@ -35,3 +39,12 @@ def test_percentiles_interpolate_inside_their_bucket() -> None:
     assert percentile(buckets, 0.99) == 30
     assert percentile([], 0.5) is None
     assert percentile([LatencyBucket(3_600_000, None, 2)], 0.5) == 3_600_000
+
+
+def test_the_readers_buckets_are_the_ones_the_triggers_write() -> None:
+    path = Path(eventflow.db.__file__).parent / "migrations/versions/0007_event_tallies.py"
+    spec = importlib.util.spec_from_file_location("tallies_migration", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.LATENCY_BOUNDS_MS == LATENCY_BOUNDS_MS

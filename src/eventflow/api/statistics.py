@@ -17,13 +17,16 @@ def percentile(buckets: Sequence[LatencyBucket], q: float) -> int | None:
     if not total:
         return None
     rank, seen = q * total, 0
-    for b in buckets:
+    # The rank falls in the first bucket whose running count reaches it, else in the last.
+    for b in buckets[:-1]:
         if seen + b.count >= rank:
-            if b.upto_ms is None:
-                return b.above_ms
-            return round(b.above_ms + (b.upto_ms - b.above_ms) * (rank - seen) / b.count)
+            break
         seen += b.count
-    return buckets[-1].above_ms
+    else:
+        b = buckets[-1]
+    if b.upto_ms is None:
+        return b.above_ms
+    return round(b.above_ms + (b.upto_ms - b.above_ms) * (rank - seen) / b.count)
 
 
 def summarize(counts: StatusCounts) -> StatsOut:

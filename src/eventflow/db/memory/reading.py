@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 
@@ -156,7 +157,4 @@ def _feed_row(r: MemoryRow) -> FeedRow:
 
 
 def _histogram(latencies_ms: Iterable[int]) -> list[LatencyBucket]:
-    counts: dict[str, int] = {}
-    for took in latencies_ms:
-        counts[latency_name(took)] = counts.get(latency_name(took), 0) + 1
-    return latency_buckets(counts)
+    return latency_buckets(Counter(latency_name(took) for took in latencies_ms))

@@ -53,6 +53,14 @@ class Unauthorized(EventflowError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(EventflowError):
+    """A valid credential that does not cover the route (an API key of another scope)."""
+
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
 class RegistrationClosed(EventflowError):
     """``EVENTFLOW_REGISTRATION=closed``: accounts are made by operators only."""
 

@@ -53,6 +53,13 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "Nothing here for this account: an event that does not exist, belongs to someone "
         "else, or an id that is not an event id.",
     ),
+    "forbidden": ProblemType(
+        "Forbidden",
+        403,
+        "The credential is valid but does not cover this route: an API key of scope `ingest` "
+        "may only send events, one of scope `read` may only read events and stats, and no key "
+        "may manage keys or the account. Use a key of the right scope, or a user's token.",
+    ),
     "registration-closed": ProblemType(
         "Forbidden",
         403,

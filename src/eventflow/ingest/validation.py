@@ -87,12 +87,24 @@ _TYPE_MESSAGE = (
 class ValidEvent:
     """A validated event with its payload already encoded for storage."""
 
-    __slots__ = ("delay_ms", "payload", "type")
+    __slots__ = ("delay_ms", "idempotency_key", "payload", "source", "type")
 
-    def __init__(self, type_: str, payload: str, delay_ms: int) -> None:
+    def __init__(
+        self,
+        type_: str,
+        payload: str,
+        delay_ms: int,
+        idempotency_key: str | None = None,
+        source: str | None = None,
+    ) -> None:
         self.type = type_
         self.payload = payload
         self.delay_ms = delay_ms
+        #: This event's own idempotency key (a Segment ``messageId``); a request's
+        #: ``Idempotency-Key`` header, given to the writer, takes its place.
+        self.idempotency_key = idempotency_key
+        #: Who sent it, as ``auth.principal.event_source`` encodes it (None: a user's token).
+        self.source = source
 
 
 def check_json_content_type(content_type: str | None) -> None:

@@ -273,7 +273,7 @@ def _new_events(
             scheduled if item.delay_ms > 0 else queued,
             now + item.delay_ms,
             now,
-            idempotency_key,
+            item.idempotency_key if idempotency_key is None else idempotency_key,
         )
         for item in items
     ]

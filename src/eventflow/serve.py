@@ -101,6 +101,9 @@ def _config(app: ASGIApp | str, settings: Settings, **extra: Any) -> uvicorn.Con
         # EventFlow's instead.
         log_config=None,
         access_log=False,
+        # No "server: uvicorn" on every answer: it tells a scanner what to look up, and costs a
+        # header on every 202.
+        server_header=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # uvicorn trusts X-Forwarded-For from loopback unless told otherwise; the client's

@@ -58,6 +58,8 @@ def _assert_baseline(response: httpx.Response) -> None:
     where = f"{response.request.method} {response.request.url.path} ({response.status_code})"
     assert response.headers.get_list("x-content-type-options") == ["nosniff"], where
     assert response.headers.get_list("referrer-policy") == ["no-referrer"], where
+    # Nothing names the server software for a scanner to look up.
+    assert "server" not in response.headers, where
 
 
 def _assert_problem(response: httpx.Response, status: int, slug: str | None) -> None:

@@ -43,23 +43,33 @@ class RequestLog:
                 break
         rid = request_id(sent)
         token = REQUEST_ID.set(rid)
-        id_header = (HEADER, rid.encode())
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
-
+        answer = _WithId(send, rid)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, answer)
         finally:
-            if self._access:
+            # Asked per request, not at start-up: the level may be changed while serving.
+            if self._access and access_log.isEnabledFor(logging.INFO):
                 # No answer started: the app failed, and the server answers 500.
-                _access_line(scope, status or 500, started, rid)
+                _access_line(scope, answer.status or 500, started, rid)
             REQUEST_ID.reset(token)
+
+
+class _WithId:
+    """The server's ``send``, adding the request's id to the answer's head and noting its
+    status (a slotted object: cheaper per request than a closure over two cells)."""
+
+    __slots__ = ("_header", "_send", "status")
+
+    def __init__(self, send: Send, rid: str) -> None:
+        self._send = send
+        self._header = (HEADER, rid.encode())
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self._header]
+        await self._send(message)
 
 
 def _access_line(scope: Scope, status: int, started: float, rid: str) -> None:

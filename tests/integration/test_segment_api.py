@@ -16,10 +16,22 @@ BATCH = "/v1/batch"
 PROBLEM_JSON = "application/problem+json"
 
 
-def basic(authorization: dict[str, str]) -> dict[str, str]:
-    """The Authorization of a Segment library whose write key is this credential."""
-    key = authorization["Authorization"].removeprefix("Bearer ")
+def basic(key: str) -> dict[str, str]:
+    """The Authorization of a Segment library whose write key is ``key``."""
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+async def new_key(client: httpx.AsyncClient, token: dict[str, str], scope: str = "ingest") -> str:
+    return (await _create_key(client, token, scope))["key"]
+
+
+async def _create_key(
+    client: httpx.AsyncClient, token: dict[str, str], scope: str
+) -> dict[str, str]:
+    created = await client.post("/api/v1/keys", json={"name": scope, "scope": scope}, headers=token)
+    assert created.status_code == 201, created.text
+    made: dict[str, str] = created.json()
+    return made
 
 
 def track(n: int, **fields: Any) -> dict[str, Any]:
@@ -59,14 +71,15 @@ async def test_a_batch_is_stored_once_and_shown_like_any_event(
 ) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         token = await signup(client)
+        key = await new_key(client, token)
         body = {"batch": [track(1), track(2), track(2)], "sentAt": "2026-01-02T03:04:06Z"}
 
-        first = await client.post(BATCH, json=body, headers=basic(token))
+        first = await client.post(BATCH, json=body, headers=basic(key))
         again = await client.post(
             BATCH,
             content=gzip.compress(orjson.dumps(body)),
             headers={
-                **basic(token),
+                **basic(key),
                 "Content-Type": "application/json",
                 "Content-Encoding": "gzip",
             },
@@ -80,14 +93,18 @@ async def test_a_batch_is_stored_once_and_shown_like_any_event(
         payload = detail.json()["payload"]
         assert payload["timestamp"] == "2026-01-02T03:04:05.678Z"
         assert payload["messageId"] in ("m-1", "m-2")
+        source = detail.json()["source"]
+        assert (source["kind"], source["key_name"]) == ("key", "ingest")
+        assert source["library"] == {"name": "analytics-python", "version": "2.4.0"}
 
 
 async def test_each_call_route_stores_its_kind(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         token = await signup(client)
+        key = await new_key(client, token)
         for kind in ("track", "identify", "page", "screen", "group", "alias"):
             response = await client.post(
-                f"/v1/{kind}", json={"event": "Signed Up", "userId": "u"}, headers=basic(token)
+                f"/v1/{kind}", json={"event": "Signed Up", "userId": "u"}, headers=basic(key)
             )
             assert (response.status_code, response.json()) == (200, {"success": True})
         imported = await client.post("/v1/import", json={"batch": [track(9)]}, headers=token)
@@ -103,10 +120,23 @@ async def test_each_call_route_stores_its_kind(make_settings: SettingsFactory) -
 async def test_credentials_are_checked_first(make_settings: SettingsFactory) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         token = await signup(client)
-        wrong = basic({"Authorization": "Bearer efk_not-a-key"})
-        for headers in ({}, wrong, {"Authorization": "Basic !!!"}, {"Authorization": "Basic Og=="}):
+        read_key = await new_key(client, token, "read")
+        revoked = await _create_key(client, token, "ingest")
+        gone = await client.delete(f"/api/v1/keys/{revoked['id']}", headers=token)
+        assert gone.status_code == 204, gone.text
+        refused = [
+            {},
+            basic("efk_not-a-key"),
+            basic(revoked["key"]),
+            basic(token["Authorization"].removeprefix("Bearer ")),
+            {"Authorization": "Basic !!!"},
+            {"Authorization": "Basic Og=="},
+        ]
+        for headers in refused:
             response = await client.post(BATCH, json={"batch": [track(1)]}, headers=headers)
             _problem(response, 401)
+        forbidden = await client.post(BATCH, json={"batch": [track(1)]}, headers=basic(read_key))
+        assert "read" in _problem(forbidden, 403)["detail"]
         assert await _events(client, token) == []
 
 
@@ -115,7 +145,8 @@ async def test_limits_encodings_and_invalid_messages_get_problems(
 ) -> None:
     async with running_app(make_settings(), run_worker=False) as client:
         token = await signup(client)
-        auth = {**basic(token), "Content-Type": "application/json"}
+        key = await new_key(client, token)
+        auth = {**basic(key), "Content-Type": "application/json"}
         big = track(1, properties={"pad": "x" * 33 * 1024})
         many = {"batch": [track(n, properties={"pad": "y" * 1000}) for n in range(501)]}
         cases: list[tuple[int, str, bytes, dict[str, str], str]] = [
@@ -135,7 +166,7 @@ async def test_limits_encodings_and_invalid_messages_get_problems(
                 415,
                 BATCH,
                 orjson.dumps({"batch": []}),
-                {**basic(token), "Content-Type": "text/plain"},
+                {**basic(key), "Content-Type": "text/plain"},
                 "JSON",
             ),
             (400, BATCH, orjson.dumps({"batch": [{"type": "purchase"}]}), auth, "batch[0].type"),

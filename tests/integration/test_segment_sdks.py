@@ -55,7 +55,13 @@ class Server:
             assert client.post("/api/v1/auth/register", json=account).status_code == 201
             login = client.post("/api/v1/auth/login", json=account)
             self.token: str = login.json()["access_token"]
-        self.write_key = self.token
+            bearer = {"Authorization": f"Bearer {self.token}"}
+            made = client.post(
+                "/api/v1/keys", json={"name": "sdk", "scope": "ingest"}, headers=bearer
+            )
+            assert made.status_code == 201, made.text
+        #: An ingest key: what a Segment library is given as its write key.
+        self.write_key: str = made.json()["key"]
 
     async def messages(self) -> dict[str, list[str]]:
         """Each stored message's id: the statuses of the events that carry it."""

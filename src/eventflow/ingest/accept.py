@@ -53,11 +53,18 @@ class Acceptor:
         return self.max_payload_bytes + _ENVELOPE_SLACK
 
     async def event(
-        self, user_id: str, content_type: str | None, key: str | None, body: bytes
+        self,
+        user_id: str,
+        content_type: str | None,
+        key: str | None,
+        body: bytes,
+        source: str | None = None,
     ) -> dict[str, Any]:
+        """Accept one event; ``source`` is who sent it (``auth.principal.event_source``)."""
         check_json_content_type(content_type)
         idempotency_key = check_idempotency_key(key)
         event = parse_event(body, self.max_payload_bytes)
+        event.source = source
         if self.limiter is not None:
             await self.limiter.ingest(user_id, 1)
         (stored,) = await self.sink.submit(user_id, [event], idempotency_key)
@@ -71,9 +78,15 @@ class Acceptor:
             await self.limiter.ingest(user_id, len(events))
         return await self.sink.submit(user_id, events)
 
-    async def batch(self, user_id: str, content_type: str | None, body: bytes) -> dict[str, Any]:
+    async def batch(
+        self, user_id: str, content_type: str | None, body: bytes, source: str | None = None
+    ) -> dict[str, Any]:
         check_json_content_type(content_type)
-        stored = await self.store(user_id, parse_batch(body, self.max_payload_bytes))
+        events = parse_batch(body, self.max_payload_bytes)
+        if source is not None:
+            for event in events:
+                event.source = source
+        stored = await self.store(user_id, events)
         return {
             "accepted": len(stored),
             "events": [{"id": s.id, "status": s.status} for s in stored],

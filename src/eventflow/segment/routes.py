@@ -18,11 +18,9 @@ from starlette.types import Receive
 
 from eventflow.api import problems
 from eventflow.api.body import GZIP, read_limited
-from eventflow.api.deps import ensure_access
 from eventflow.api.fast_ingest import Answer, LeanHandler, refusal_error, served_by
-from eventflow.auth.principal import Credentials, Principal, Scope
+from eventflow.auth.principal import Scope
 from eventflow.ingest.validation import check_json_content_type
-from eventflow.segment.auth import as_bearer
 from eventflow.segment.messages import (
     KINDS,
     MAX_BATCH_BYTES,
@@ -59,8 +57,10 @@ class SegmentHandler(LeanHandler):
     async def accept(
         self, services: Services, headers: dict[bytes, str], receive: Receive
     ) -> Response:
-        authorization = as_bearer(headers.get(b"authorization"))
-        principal = await _credentials(services).authenticate(authorization, Scope.INGEST)
+        # Segment's libraries send their write key (an ingest key) as HTTP Basic's user name,
+        # which the credentials check reads as it reads a bearer key.
+        authorization = headers.get(b"authorization")
+        principal = await services.credentials.authenticate(authorization, Scope.INGEST)
         check_json_content_type(headers.get(b"content-type"))
         body = await read_limited(
             receive,
@@ -85,22 +85,6 @@ class SegmentHandler(LeanHandler):
         # Segment's libraries read an error's `code` and `message` (RudderStack's fails on a
         # body without them, and then retries what it should not).
         return problems.from_error(error, {"code": error.slug, "message": error.detail})
-
-
-class _TokenCredentials:
-    """A user's access token, the one credential without API keys."""
-
-    def __init__(self, services: Services) -> None:
-        self._services = services
-
-    async def authenticate(self, authorization: str | None, need: Scope) -> Principal:
-        claims = self._services.tokens.from_header(authorization)
-        await ensure_access(self._services, claims.user_id, claims)
-        return Principal(claims.user_id, Scope.USER, session=claims)
-
-
-def _credentials(services: Services) -> Credentials:
-    return _TokenCredentials(services)
 
 
 BATCH = SegmentHandler("segment_batch", None)

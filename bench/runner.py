@@ -46,7 +46,21 @@ from bench.stack import MODES, Mode, Stack, settings_overrides
 from eventflow import __version__
 from testkit import MissingService
 
-SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain", HISTORY)
+SCENARIOS = (
+    CEILING,
+    "ingest-single",
+    "ingest-batch",
+    "segment-batch",
+    "end-to-end",
+    "worker-drain",
+    HISTORY,
+)
+#: The ingest scenarios, by what each sends (``scenarios.ingest``).
+INGEST_SHAPES = {
+    "ingest-single": scenarios.SINGLE,
+    "ingest-batch": scenarios.BATCH,
+    "segment-batch": scenarios.SEGMENT,
+}
 
 
 class BenchUsageError(ValueError):
@@ -86,10 +100,8 @@ class Outcome:
 
 
 async def _one_run(scenario: str, ctx: Context, stack: Stack) -> RunResult:
-    if scenario == "ingest-single":
-        return await scenarios.ingest(ctx, stack, batch=False)
-    if scenario == "ingest-batch":
-        return await scenarios.ingest(ctx, stack, batch=True)
+    if scenario in INGEST_SHAPES:
+        return await scenarios.ingest(ctx, stack, shape=INGEST_SHAPES[scenario])
     if scenario == "end-to-end":
         return await scenarios.end_to_end(ctx, stack)
     if scenario == HISTORY:

@@ -15,7 +15,15 @@ from testkit import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = {"ceiling", "ingest-single", "ingest-batch", "end-to-end", "worker-drain", "history"}
+SCENARIOS = {
+    "ceiling",
+    "ingest-single",
+    "ingest-batch",
+    "segment-batch",
+    "end-to-end",
+    "worker-drain",
+    "history",
+}
 # The history scenario at a tenth of its smallest size: 2,000 events per account, then 20,000.
 HISTORY = ["--history-events", "2000", "--history-dashboards", "9", "--history-rate", "5"]
 
@@ -42,6 +50,10 @@ def test_bench_embedded_reports_every_scenario(tmp_path: Path) -> None:
     single = results["ingest-single"]["runs"][0]
     assert single["verified"] is True
     assert single["acknowledged_events"] == single["wrk"]["accepted"] > 0
+    segment = results["segment-batch"]["runs"][0]
+    # Each 200 stands for a batch of 100 Segment messages, every one of them a stored row.
+    assert segment["verified"] is True
+    assert segment["acknowledged_events"] == 100 * segment["wrk"]["accepted"] > 0
     drain = results["worker-drain"]["runs"][0]
     assert drain["completed"] == drain["prefilled"] == 1000
 

@@ -24,7 +24,7 @@ def bench(
         str,
         typer.Option(
             help="all, or a comma-separated subset of: ceiling, ingest-single, "
-            "ingest-single-key, ingest-batch, end-to-end, worker-drain, history"
+            "ingest-single-key, ingest-batch, segment-batch, end-to-end, worker-drain, history"
         ),
     ] = "all",
     runs: Annotated[int, typer.Option(min=1, help="Runs per scenario; the median is reported")] = 3,
@@ -37,6 +37,9 @@ def bench(
     connections: Annotated[int, typer.Option(min=1, help="wrk connections, single events")] = 64,
     batch_connections: Annotated[int, typer.Option(min=1, help="wrk connections, batches")] = 8,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Events per batch")] = 500,
+    segment_batch_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Segment messages per /v1/batch request")
+    ] = 100,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes in end-to-end and history")
     ] = 1,

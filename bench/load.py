@@ -31,6 +31,24 @@ def batch_body(size: int) -> bytes:
     return orjson.dumps({"events": events})
 
 
+def segment_batch_body(size: int) -> bytes:
+    """``size`` Segment track messages for ``POST /v1/batch``, as a library sends them but
+    without ``messageId``: wrk sends one body again and again, and with ids every repeat would
+    be a duplicate that stores nothing."""
+    batch = [
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "userId": f"user-{n}",
+            "timestamp": "2026-01-02T03:04:05.678Z",
+            "properties": {"order_id": f"A-{n}", "revenue": 42.5, "currency": "EUR"},
+            "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+        }
+        for n in range(size)
+    ]
+    return orjson.dumps({"batch": batch, "sentAt": "2026-01-02T03:04:06Z"})
+
+
 @dataclass(frozen=True, slots=True)
 class Load:
     """What wrk sends, where, and how hard."""
@@ -38,6 +56,7 @@ class Load:
     port: int
     path: str
     body: bytes
+    #: A bearer token, or ``Basic …``/``Bearer …``: the whole ``Authorization`` value.
     token: str | None
     connections: int
     duration_s: int

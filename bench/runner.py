@@ -51,10 +51,18 @@ SCENARIOS = (
     "ingest-single",
     "ingest-single-key",
     "ingest-batch",
+    "segment-batch",
     "end-to-end",
     "worker-drain",
     HISTORY,
 )
+#: The ingest scenarios, by what each sends (``scenarios.ingest``).
+INGEST_SHAPES = {
+    "ingest-single": scenarios.SINGLE,
+    "ingest-single-key": scenarios.SINGLE_KEY,
+    "ingest-batch": scenarios.BATCH,
+    "segment-batch": scenarios.SEGMENT,
+}
 
 
 class BenchUsageError(ValueError):
@@ -94,12 +102,8 @@ class Outcome:
 
 
 async def _one_run(scenario: str, ctx: Context, stack: Stack) -> RunResult:
-    if scenario == "ingest-single":
-        return await scenarios.ingest(ctx, stack, batch=False)
-    if scenario == "ingest-single-key":
-        return await scenarios.ingest(ctx, stack, batch=False, key=True)
-    if scenario == "ingest-batch":
-        return await scenarios.ingest(ctx, stack, batch=True)
+    if scenario in INGEST_SHAPES:
+        return await scenarios.ingest(ctx, stack, shape=INGEST_SHAPES[scenario])
     if scenario == "end-to-end":
         return await scenarios.end_to_end(ctx, stack)
     if scenario == HISTORY:

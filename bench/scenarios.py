@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from bench import stages
 from bench.client import Account, ingest_key, post_json, register_and_login
 from bench.commit_probe import CommitProbe
 from bench.database import BenchDatabase
-from bench.load import Load, WrkResult, batch_body, run_wrk, single_body
+from bench.load import Load, WrkResult, batch_body, run_wrk, segment_batch_body, single_body
 from bench.report import RunResult
 from bench.stack import Deployment, Stack, ceiling_process
 from bench.usage import UsageSampler
@@ -24,6 +25,10 @@ from testkit import EventflowProcess, nearest_rank_percentile
 
 SINGLE_PATH = "/api/v1/events"
 BATCH_PATH = "/api/v1/events/batch"
+SEGMENT_PATH = "/v1/batch"
+#: What each ingest scenario sends: one event (with a user's token, or with an API key), a batch
+#: of events, a batch of Segment messages (with an API key as the write key).
+SINGLE, SINGLE_KEY, BATCH, SEGMENT = "single", "single-key", "batch", "segment"
 PASSWORD = "bench-password-1234"
 _PREFILL_CONCURRENCY = 4
 _DEPTH_INTERVAL_S = 1.0
@@ -39,6 +44,8 @@ class BenchOptions:
     connections: int = 64
     batch_connections: int = 8
     batch_size: int = 500
+    #: Messages per ``/v1/batch`` request: Segment's libraries send 100 at most by default.
+    segment_batch_size: int = 100
     workers: int = 1
     drain_events: int = 100_000
     wrk_threads: int = 1
@@ -55,6 +62,32 @@ class Context:
     options: BenchOptions
     workdir: Path
     say: Say
+
+
+def _segment_load(ctx: Context, port: int, write_key: str) -> Load:
+    """``/v1/batch`` with an ingest key as Segment's write key (HTTP Basic, as its libraries)."""
+    opts = ctx.options
+    return Load(
+        port=port,
+        path=SEGMENT_PATH,
+        body=segment_batch_body(opts.segment_batch_size),
+        token="Basic " + base64.b64encode(f"{write_key}:".encode()).decode(),
+        connections=opts.batch_connections,
+        duration_s=opts.duration_s,
+        threads=opts.wrk_threads,
+        ok_status=200,
+    )
+
+
+async def _ingest_load(ctx: Context, port: int, account: Account, shape: str) -> Load:
+    if shape == SEGMENT:
+        keyed = await ingest_key(port, account, "bench")
+        return _segment_load(ctx, port, keyed.token)
+    if shape == SINGLE_KEY:
+        # The same load as SINGLE, sent with an API key of scope ingest (Bearer efk_…) instead
+        # of the user's access token, so that the two credentials' costs compare side by side.
+        return _load(ctx, port, await ingest_key(port, account, "bench"), batch=False)
+    return _load(ctx, port, account, batch=shape == BATCH)
 
 
 def _load(ctx: Context, port: int, account: Account | None, *, batch: bool) -> Load:
@@ -128,38 +161,38 @@ async def ceiling(ctx: Context) -> RunResult:
     )
 
 
-async def ingest(ctx: Context, stack: Stack, *, batch: bool, key: bool = False) -> RunResult:
-    """``POST /events`` (or ``/events/batch``) as fast as it answers; then check the database.
-
-    ``key``: sent with an API key of scope ``ingest`` (``Bearer efk_…``) instead of a user's
-    access token, so that the two credentials' costs compare side by side.
-    """
+async def ingest(ctx: Context, stack: Stack, *, shape: str) -> RunResult:
+    """``POST /events`` (with a token or a key), ``/events/batch`` or Segment's ``/v1/batch``
+    (``shape``) as fast as it answers; then check the database."""
     async with stack.deployment() as dep:
         # Embedded mode is one process by design; elsewhere the API runs alone so that the
         # figure is the ingest path's, and end-to-end measures it together with workers.
         await dep.start("up" if dep.mode == "embedded" else "api")
         warm = await register_and_login(dep.port, "warmup@bench.example", PASSWORD)
         account = await register_and_login(dep.port, "load@bench.example", PASSWORD)
-        if key:
-            warm = await ingest_key(dep.port, warm, "bench warm-up")
-            account = await ingest_key(dep.port, account, "bench")
         if ctx.options.warmup_s:
             ctx.say("warming up")
             warmup = replace(
-                _load(ctx, dep.port, warm, batch=batch), duration_s=ctx.options.warmup_s
+                await _ingest_load(ctx, dep.port, warm, shape), duration_s=ctx.options.warmup_s
             )
             await run_wrk(warmup, ctx.workdir / "wrk")
+        load = await _ingest_load(ctx, dep.port, account, shape)
         ctx.say(f"wrk {ctx.options.duration_s} s")
         async with (
             _watched(dep) as watched,
             UsageSampler({**dep.pids(), **stack.service_pids()}) as usage,
         ):
-            load = replace(_load(ctx, dep.port, account, batch=batch), collect_ids=not batch)
-            result = await run_wrk(load, ctx.workdir / "wrk")
+            one_each = shape in (SINGLE, SINGLE_KEY)
+            result = await run_wrk(replace(load, collect_ids=one_each), ctx.workdir / "wrk")
         ctx.say("checking the database")
-        per_request = ctx.options.batch_size if batch else 1
+        per_request = {
+            SINGLE: 1,
+            SINGLE_KEY: 1,
+            BATCH: ctx.options.batch_size,
+            SEGMENT: ctx.options.segment_batch_size,
+        }[shape]
         acknowledged = result.accepted * per_request
-        if batch:
+        if not one_each:
             stored = await dep.db.count(account.user_id)
             ok = stored >= acknowledged
             check = f"{stored:,} rows ≥ {acknowledged:,} acknowledged"

@@ -11,7 +11,7 @@ set -euo pipefail
 
 probes=${EVENTFLOW_PACKAGE_PROBES:-"postgresql-15=/usr/lib/postgresql/15/bin/postgres
     redis-server=redis-server chromium=/usr/bin/chromium wrk=wrk docker-compose=docker-compose
-    systemd=systemd-analyze nginx=/usr/sbin/nginx sqlite3=sqlite3"}
+    systemd=systemd-analyze nginx=/usr/sbin/nginx sqlite3=sqlite3 nodejs=node npm=npm"}
 
 check_only=false
 case "${1:-}" in

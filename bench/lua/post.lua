@@ -7,7 +7,7 @@
 --   BENCH_METHOD     optional: GET or POST (unset: POST)
 --   BENCH_OK_STATUS  optional: the status counted as accepted (unset: 202)
 --   BENCH_OUT        where done() writes its JSON summary (required)
---   BENCH_TOKEN      bearer token (optional)
+--   BENCH_TOKEN      bearer token, or a whole Authorization value ("Basic …") (optional)
 --   BENCH_IDS_DIR    optional: every thread appends the "id" of each 202 to a file in here
 --   BENCH_RATE       optional: requests per second over all threads (unset: as fast as possible)
 --   BENCH_THREADS    wrk's -t, to split BENCH_RATE between the threads
@@ -28,7 +28,11 @@ end
 local ok_status = tonumber(os.getenv("BENCH_OK_STATUS") or "") or 202
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then
-  wrk.headers["Authorization"] = "Bearer " .. token
+  if string.find(token, " ", 1, true) then
+    wrk.headers["Authorization"] = token
+  else
+    wrk.headers["Authorization"] = "Bearer " .. token
+  end
 end
 
 -- Per-thread counters; done() reads them back from each thread state.

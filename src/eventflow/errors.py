@@ -44,6 +44,21 @@ class MalformedJson(BadRequest):
     slug = "malformed-json"
 
 
+class InvalidMessage(BadRequest):
+    """A Segment-compatible request whose body or a message in it cannot be taken (400: the
+    status Segment's libraries treat as final, so they do not send it again)."""
+
+    title = "Invalid message"
+    slug = "invalid-message"
+
+
+class MessageTooLarge(BadRequest):
+    """A message of a Segment-compatible batch over the per-message limit (32 KB)."""
+
+    title = "Message too large"
+    slug = "message-too-large"
+
+
 class Unauthorized(EventflowError):
     status = 401
     title = "Unauthorized"

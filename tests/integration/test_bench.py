@@ -20,6 +20,7 @@ SCENARIOS = {
     "ingest-single",
     "ingest-single-key",
     "ingest-batch",
+    "segment-batch",
     "end-to-end",
     "worker-drain",
     "history",
@@ -53,6 +54,10 @@ def test_bench_embedded_reports_every_scenario(tmp_path: Path) -> None:
     # The same load sent with an API key: every 202'd event is stored too.
     with_key = results["ingest-single-key"]["runs"][0]
     assert with_key["verified"] is True and with_key["wrk"]["accepted"] > 0
+    segment = results["segment-batch"]["runs"][0]
+    # Each 200 stands for a batch of 100 Segment messages, every one of them a stored row.
+    assert segment["verified"] is True
+    assert segment["acknowledged_events"] == 100 * segment["wrk"]["accepted"] > 0
     drain = results["worker-drain"]["runs"][0]
     assert drain["completed"] == drain["prefilled"] == 1000
 

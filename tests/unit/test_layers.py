@@ -25,6 +25,7 @@ _LAYERS = {
     "auth": 2,
     "api": 3,
     "services": 3,
+    "segment": 3,
     "worker": 3,
     "runtime": 4,
     "cli": 5,

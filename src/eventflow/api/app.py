@@ -16,12 +16,19 @@ from eventflow.api.request_log import RequestLog
 from eventflow.api.request_metrics import RequestMetrics
 from eventflow.api.routes import auth, events, health, keys, metrics, stats, stream
 from eventflow.config import Settings
+from eventflow.segment import routes as segment
 from eventflow.services import Services
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
 
 API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
+#: The routes served beneath FastAPI's machinery (api/fast_ingest.py), with their recorders.
+LEAN_HANDLERS: tuple[fast_ingest.LeanHandler, ...] = (
+    fast_ingest.SINGLE,
+    fast_ingest.BATCH,
+    *segment.HANDLERS,
+)
 
 
 def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
@@ -31,7 +38,9 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            app.state.ingest_recorders = ingest_metrics.recorders(app, services.metrics)
+            app.state.ingest_recorders = ingest_metrics.recorders(
+                app, services.metrics, {h.route: h.status for h in LEAN_HANDLERS}
+            )
             yield
 
     app = FastAPI(
@@ -55,6 +64,8 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router)
     app.include_router(stream.router, prefix=API_PREFIX)
+    # Segment's own paths, so that its libraries need only the host changed (docs/segment.md).
+    app.include_router(segment.router)
     app.include_router(dashboard.router)
     app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard-assets")
     app.include_router(problem_types.router)
@@ -80,7 +91,5 @@ def create_asgi_app(settings: Settings, open_services: ServicesFactory) -> ASGIA
     """What the server runs: the API, its ingest routes also reached directly by servers, each
     request with its id and access line."""
     app = create_app(settings, open_services)
-    direct = fast_ingest.direct(
-        app, {"ingest_one": fast_ingest.SINGLE, "ingest_batch": fast_ingest.BATCH}
-    )
+    direct = fast_ingest.direct(app, LEAN_HANDLERS)
     return RequestLog(direct, access=settings.access_log)

@@ -1,17 +1,19 @@
-"""Ingest (``POST /api/v1/events`` and ``/events/batch``): one lean handler, served as routes.
+"""Ingest (``POST /api/v1/events``, ``/events/batch``, and the Segment-compatible ``/v1/…``):
+lean handlers, served as routes.
 
 FastAPI's dependency and response machinery costs 60-75 µs a request, and its middleware and
-router more; ingest is where EventFlow's throughput is won. So the two ingest routes are real
+router more; ingest is where EventFlow's throughput is won. So the ingest routes are real
 FastAPI routes whose OpenAPI operations FastAPI generates from their endpoints' signatures and
-``responses``, but whose requests ``IngestRoute``'s lean handler serves: it reads the same
-inputs (token, headers, body) raw, and uses the same validation, writer and problem details as
-everything else (``ingest/accept.py``). ``DirectIngest`` hands that same handler the requests
-no middleware of the app acts on, ahead of them all.
+``responses``, but whose requests a ``LeanHandler`` serves: it reads the same inputs (token,
+headers, body) raw, and uses the same validation, writer and problem details as everything
+else (``ingest/accept.py``). ``DirectIngest`` hands that same handler the requests no
+middleware of the app acts on, ahead of them all.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
@@ -27,7 +29,7 @@ from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
 from eventflow.api.ingest_metrics import RouteRecorder
 from eventflow.auth.principal import Scope as Need
 from eventflow.auth.principal import event_source
-from eventflow.errors import EventflowError
+from eventflow.errors import EventflowError, ServiceUnavailable
 from eventflow.services import Services
 
 log = logging.getLogger(__name__)
@@ -50,37 +52,51 @@ _WANTED = frozenset(
 )
 
 
-class _Accepted(Response):
-    """The 202, its headers written once here rather than worked out by ``Response``."""
+class Answer(Response):
+    """A lean route's success, its headers written once here rather than worked out by
+    ``Response``."""
 
-    def __init__(self, result: dict[str, Any]) -> None:
-        self.status_code = 202
+    def __init__(self, result: dict[str, Any], status: int = 202) -> None:
+        self.status_code = status
         self.background = None
         self.body = body = orjson.dumps(result)
         self.raw_headers = _accepted_headers(body)
 
 
-class IngestHandler:
-    """Answers one ingest request, every error included (nothing is left to the app's handlers,
-    which ``DirectIngest``'s requests never reach)."""
+class LeanHandler:
+    """Answers one request of a lean route, every error included (nothing is left to the app's
+    handlers, which ``DirectIngest``'s requests never reach).
 
-    def __init__(self, *, batch: bool) -> None:
-        self._batch = batch
+    A subclass says how to ``accept`` a request (its success answer) and may say how to
+    ``refuse`` one; ``route`` names the route, whose recorder is
+    ``app.state.ingest_recorders[route]``, and ``status`` is its success status.
+    """
+
+    route: str = ""
+    status: int = 202
+
+    async def accept(
+        self, services: Services, headers: dict[bytes, str], receive: Receive
+    ) -> Answer:
+        raise NotImplementedError
+
+    def refuse(self, exc: Exception) -> Response:
+        return problems.from_error(refusal_error(exc))
 
     async def __call__(self, request: Request) -> Response:
         """The route's handler: the answer to ``request`` (the app's middleware counts it)."""
         started = perf_counter()
         state = request.app.state
-        recorder: RouteRecorder = state.ingest_recorders[self._batch]
+        recorder: RouteRecorder = state.ingest_recorders[self.route]
         headers = request_headers(request.scope)
         try:
-            result = await self._accept(state.services, headers, request.receive)
+            answer = await self.accept(state.services, headers, request.receive)
         except Exception as exc:
-            refusal = _refusal(exc)
+            refusal = self.refuse(exc)
             recorder.refused(exc, refusal.status_code, perf_counter() - started, direct=False)
             return refusal
         recorder.app.observe(perf_counter() - started)
-        return _Accepted(result)
+        return answer
 
     async def serve(
         self, app: FastAPI, headers: dict[bytes, str], scope: Scope, receive: Receive, send: Send
@@ -90,26 +106,37 @@ class IngestHandler:
         started = perf_counter()
         state = app.state
         try:
-            result = await self._accept(state.services, headers, receive)
+            answer = await self.accept(state.services, headers, receive)
         except Exception as exc:
-            refusal = _refusal(exc)
+            refusal = self.refuse(exc)
             await refusal(scope, receive, send)
             seconds = perf_counter() - started
-            state.ingest_recorders[self._batch].refused(
+            state.ingest_recorders[self.route].refused(
                 exc, refusal.status_code, seconds, direct=True
             )
             return
-        # The two messages Starlette's Response would send, without building one.
-        body = orjson.dumps(result)
+        # The two messages Starlette's Response would send (it has no background task).
         await send(
-            {"type": "http.response.start", "status": 202, "headers": _accepted_headers(body)}
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": answer.raw_headers,
+            }
         )
-        await send({"type": "http.response.body", "body": body})
-        state.ingest_recorders[self._batch].direct.observe(perf_counter() - started)
+        await send({"type": "http.response.body", "body": answer.body})
+        state.ingest_recorders[self.route].direct.observe(perf_counter() - started)
 
-    async def _accept(
+
+class IngestHandler(LeanHandler):
+    """``POST /events`` (``batch`` False) and ``/events/batch``: 202 with the stored ids."""
+
+    def __init__(self, *, batch: bool) -> None:
+        self._batch = batch
+        self.route = "ingest_batch" if batch else "ingest_one"
+
+    async def accept(
         self, services: Services, headers: dict[bytes, str], receive: Receive
-    ) -> dict[str, Any]:
+    ) -> Answer:
         accept = services.acceptor
         principal = await services.credentials.authenticate(headers.get(b"authorization"), _NEED)
         user_id = principal.user_id
@@ -120,11 +147,11 @@ class IngestHandler:
         if self._batch:
             limit = services.settings.max_batch_bytes
             body = await read_limited(receive, length, limit, content_encoding=encoding)
-            return await accept.batch(user_id, content_type, body, source)
+            return Answer(await accept.batch(user_id, content_type, body, source))
         limit = accept.single_body_limit
         body = await read_limited(receive, length, limit, content_encoding=encoding)
         key = headers.get(b"idempotency-key")
-        return await accept.event(user_id, content_type, key, body, source)
+        return Answer(await accept.event(user_id, content_type, key, body, source))
 
 
 def _accepted_headers(body: bytes) -> list[tuple[bytes, bytes]]:
@@ -135,14 +162,16 @@ def _accepted_headers(body: bytes) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _refusal(exc: Exception) -> Response:
+def refusal_error(exc: Exception) -> EventflowError:
+    """What a refused request answers: its own error, a 503 for an unreachable dependency, or
+    a 500 for anything else (a bug, logged with its traceback)."""
     if isinstance(exc, EventflowError):
-        return problems.from_error(exc)
+        return exc
     if problems.is_outage(exc):
         log.warning("dependency unreachable: %r", exc)
-        return problems.outage_response()
+        return ServiceUnavailable("A dependency of EventFlow is unreachable; retry shortly")
     log.exception("unhandled error in the ingest path", exc_info=exc)
-    return problems.problem_response(500, "Internal error", "An unexpected error occurred")
+    return EventflowError("An unexpected error occurred")
 
 
 def request_headers(scope: Scope) -> dict[bytes, str]:
@@ -154,23 +183,27 @@ SINGLE = IngestHandler(batch=False)
 BATCH = IngestHandler(batch=True)
 
 
-class IngestRoute(APIRoute):
-    """A route whose OpenAPI operation FastAPI generates from the endpoint, served by ``SINGLE``.
+class LeanRoute(APIRoute):
+    """A route whose OpenAPI operation FastAPI generates from the endpoint, served by
+    ``handler``.
 
     The endpoint's parameters declare what the request carries (the body's model, headers, the
     bearer token) for the document; the handler reads them raw, and FastAPI never calls it.
     """
 
-    handler = SINGLE
+    handler: LeanHandler
 
-    def get_route_handler(self) -> IngestHandler:
+    def get_route_handler(self) -> LeanHandler:
         return self.handler
 
 
-class BatchIngestRoute(IngestRoute):
-    """The same, served by ``BATCH``."""
+def served_by(handler: LeanHandler) -> type[LeanRoute]:
+    """The route class (``route_class_override``) of a route that ``handler`` serves."""
+    return type(f"{type(handler).__name__}Route", (LeanRoute,), {"handler": handler})
 
-    handler = BATCH
+
+IngestRoute = served_by(SINGLE)
+BatchIngestRoute = served_by(BATCH)
 
 
 class DirectIngest:
@@ -183,7 +216,7 @@ class DirectIngest:
     answer with the same handler.
     """
 
-    def __init__(self, app: FastAPI, handlers: dict[str, IngestHandler]) -> None:
+    def __init__(self, app: FastAPI, handlers: dict[str, LeanHandler]) -> None:
         self.app = app
         self._handlers = handlers
 
@@ -198,6 +231,6 @@ class DirectIngest:
         await self.app(scope, receive, send)
 
 
-def direct(app: FastAPI, routes: dict[str, IngestHandler]) -> ASGIApp:
-    """``app`` behind ``DirectIngest`` for the routes named (route name: its handler)."""
-    return DirectIngest(app, {app.url_path_for(name): handler for name, handler in routes.items()})
+def direct(app: FastAPI, handlers: Iterable[LeanHandler]) -> ASGIApp:
+    """``app`` behind ``DirectIngest`` for the routes ``handlers`` serve."""
+    return DirectIngest(app, {app.url_path_for(h.route): h for h in handlers})

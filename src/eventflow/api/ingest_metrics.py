@@ -3,6 +3,8 @@ refused request is counted under."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI
 from prometheus_client import Counter
 
@@ -38,12 +40,12 @@ class RouteRecorder:
 
     __slots__ = ("_direct_refusals", "_metrics", "_route", "_statuses", "app", "direct")
 
-    def __init__(self, metrics: Metrics, route: str) -> None:
+    def __init__(self, metrics: Metrics, route: str, status: int = 202) -> None:
         self._metrics = metrics
         self._route = route
         latency = metrics.ingest_latency.labels(route)
         duration = metrics.http_duration.labels(route, "POST")
-        self.direct = metrics.observations([latency, duration], self._requests(202))
+        self.direct = metrics.observations([latency, duration], self._requests(status))
         self.app = metrics.observations([latency])
         self._direct_refusals = metrics.observations([duration])
         self._statuses: dict[int, Tally] = {}
@@ -61,10 +63,12 @@ class RouteRecorder:
         return self._metrics.http_requests.labels(self._route, "POST", str(status))
 
 
-def recorders(app: FastAPI, metrics: Metrics) -> tuple[RouteRecorder, RouteRecorder]:
-    """The ingest routes' recorders, single events first (``app.state.ingest_recorders``,
-    indexed by the handler's ``batch``)."""
-    return (
-        RouteRecorder(metrics, app.url_path_for("ingest_one")),
-        RouteRecorder(metrics, app.url_path_for("ingest_batch")),
-    )
+def recorders(
+    app: FastAPI, metrics: Metrics, routes: Mapping[str, int]
+) -> dict[str, RouteRecorder]:
+    """The recorders of the ingest routes named in ``routes`` (name: success status), by name
+    (``app.state.ingest_recorders``)."""
+    return {
+        name: RouteRecorder(metrics, app.url_path_for(name), status)
+        for name, status in routes.items()
+    }

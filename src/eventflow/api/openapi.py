@@ -46,6 +46,14 @@ class Problem(BaseModel):
     status: int
     detail: str = Field(description="What went wrong, for a person")
     errors: list[ProblemItem] | None = Field(None, description="Each invalid part (422)")
+    code: str | None = Field(
+        None, description="The Segment-compatible routes (`/v1/…`): the slug of `type`"
+    )
+    message: str | None = Field(
+        None,
+        description="The Segment-compatible routes: `detail` again, where Segment's "
+        "libraries read it",
+    )
 
 
 _SCHEMA_REF = "#/components/schemas/{model}"

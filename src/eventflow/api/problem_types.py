@@ -40,6 +40,20 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "The body is not valid JSON (or, for a form, not valid UTF-8). `detail` gives the "
         "parser's position.",
     ),
+    "invalid-message": ProblemType(
+        "Invalid message",
+        400,
+        "A Segment-compatible request (`/v1/batch`, `/v1/track`…) that cannot be taken: a "
+        "message of an unknown `type`, a `messageId` that is not 1 to 255 visible ASCII "
+        "characters, a field of the wrong kind. `errors` names each part (`batch[3].type`); "
+        "nothing of the request was stored.",
+    ),
+    "message-too-large": ProblemType(
+        "Message too large",
+        400,
+        "A message of a Segment-compatible batch is over 32 KB when encoded (Segment's limit "
+        "per message). `detail` names it; nothing of the request was stored. Send it smaller.",
+    ),
     "unauthorized": ProblemType(
         "Unauthorized",
         401,

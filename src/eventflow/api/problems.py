@@ -36,7 +36,9 @@ def problem_response(
     slug: str | None = None,
     errors: list[Any] | None = None,
     headers: dict[str, str] | None = None,
+    members: dict[str, Any] | None = None,
 ) -> Response:
+    """A problem answer; ``members`` are extension members (RFC 9457 section 3.2)."""
     body: dict[str, Any] = {
         "type": TYPE_BASE + slug if slug else "about:blank",
         "title": title,
@@ -45,13 +47,21 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if members is not None:
+        body.update(members)
     headers = {**_HEADERS, **headers} if headers else _HEADERS
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def from_error(exc: EventflowError) -> Response:
+def from_error(exc: EventflowError, members: dict[str, Any] | None = None) -> Response:
     return problem_response(
-        exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors, headers=exc.headers
+        exc.status,
+        exc.title,
+        exc.detail,
+        slug=exc.slug,
+        errors=exc.errors,
+        headers=exc.headers,
+        members=members,
     )
 
 

@@ -71,6 +71,13 @@ class Acceptor:
         # Status is a StrEnum: the member is its text (orjson writes it as such).
         return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
 
+    async def store(self, user_id: str, events: Sequence[ValidEvent]) -> Sequence[StoredEvent]:
+        """Store validated events together, the limit charged for each (batches, and the
+        Segment-compatible routes, which validate their own messages)."""
+        if self.limiter is not None:
+            await self.limiter.ingest(user_id, len(events))
+        return await self.sink.submit(user_id, events)
+
     async def batch(
         self, user_id: str, content_type: str | None, body: bytes, source: str | None = None
     ) -> dict[str, Any]:
@@ -79,9 +86,7 @@ class Acceptor:
         if source is not None:
             for event in events:
                 event.source = source
-        if self.limiter is not None:
-            await self.limiter.ingest(user_id, len(events))
-        stored = await self.sink.submit(user_id, events)
+        stored = await self.store(user_id, events)
         return {
             "accepted": len(stored),
             "events": [{"id": s.id, "status": s.status} for s in stored],

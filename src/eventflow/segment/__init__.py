@@ -1,0 +1,1 @@
+"""Segment-compatible ingestion: Segment's and RudderStack's libraries send to EventFlow as is."""

@@ -116,7 +116,7 @@ async def test_tokens_are_verified_strictly(make_settings: SettingsFactory) -> N
         forged = jwt.encode(claims, "another-secret-another-secret-another-secret!", "HS256")
         expired = jwt.encode({**claims, "exp": now - 10}, TEST_SECRET, "HS256")
         no_jti = jwt.encode({"sub": user_id, "iat": now, "exp": now + 60}, TEST_SECRET, "HS256")
-        unsigned = jwt.encode(claims, None, algorithm="none")
+        unsigned = jwt.encode(claims, "", algorithm="none")
         # The server's own secret under another algorithm; PyJWT warns it is short for HS512.
         with pytest.warns(InsecureKeyLengthWarning):
             hs512 = jwt.encode(claims, TEST_SECRET, "HS512")

@@ -120,16 +120,16 @@ export function mountKeys({ api }) {
     button.disabled = true;
     try {
       showSecret(await api.post("/api/v1/keys", { name: wanted, scope: form.elements.scope.value }));
-      form.reset();
-      await reload();
     } catch (error) {
       if (error.status === 401) return;
       const invalid = (error.problem?.errors || []).find((e) => e.loc?.includes("name"));
       if (invalid) fieldError(invalid.msg);
-      toast("Key not created", { tone: "error", detail: error.message });
+      return toast("Key not created", { tone: "error", detail: error.message });
     } finally {
       button.disabled = false;
     }
+    form.reset();
+    await reloadQuietly();
   }
 
   function confirmRevoke(key) {

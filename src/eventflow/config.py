@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         description="How often each API process polls for sign-outs and account changes made "
         "elsewhere",
     )
+    key_poll_ms: int = Field(
+        250,
+        ge=50,
+        # The promise of docs/api-keys.md: a revoked key stops working everywhere within a second.
+        le=1000,
+        description="How often each API process polls for API keys revoked elsewhere (and "
+        "writes when its keys were last used)",
+    )
 
     max_attempts: int = Field(
         5, ge=1, le=100, description="Attempts before an event is dead-lettered (failed)"

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.api.ratelimit import Limiter
 from eventflow.api.stream_access import open_stream_access
 from eventflow.auth.accounts import AccountStates
+from eventflow.auth.credentials import Authenticator
+from eventflow.auth.keys import KeyRing
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
@@ -321,8 +323,15 @@ async def open_runtime(
         limiter = Limiter.from_settings(settings)
         _on_exit(stack, "rate limiter", limiter.close)
         accounts = AccountStates(stores.users, stores.revocations, poll_ms=settings.account_poll_ms)
+        keys = KeyRing(stores.keys, poll_ms=settings.key_poll_ms)
         await accounts.start()
-        _on_exit(stack, "account poll", accounts.close)
+        await keys.start()
+
+        async def stop_polls() -> None:
+            await asyncio.gather(accounts.close(), keys.close())
+
+        _on_exit(stack, "account poll", stop_polls)
+        tokens = TokenService(secret, settings.jwt_ttl_seconds)
         if tune_gc:
             _tune_gc()
         yield Services(
@@ -334,13 +343,15 @@ async def open_runtime(
             broker=broker,
             writer=writer,
             acceptor=Acceptor(writer, settings.max_payload_bytes, limiter.for_ingest),
-            tokens=TokenService(secret, settings.jwt_ttl_seconds),
+            tokens=tokens,
             passwords=passwords,
             limiter=limiter,
             streams=streams,
             snapshots=Snapshots(stores.feed, stores.reading),
             accounts=accounts,
             revocations=stores.revocations,
+            credentials=Authenticator(tokens, accounts, keys),
+            keys=stores.keys,
             stopping=stopping if stopping is not None else asyncio.Event(),
             metrics=metrics,
             scrape=Scrape(metrics, settings.metrics_token, refresh),

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.api.ratelimit import Limiter
-from eventflow.api.stores import AccountStore, EventReading, FeedReading, SessionRevocations
+from eventflow.api.stores import (
+    AccountStore,
+    EventReading,
+    FeedReading,
+    KeyManagement,
+    SessionRevocations,
+)
 from eventflow.api.stream_access import StreamAccess
 from eventflow.auth.accounts import AccountStates
+from eventflow.auth.credentials import Authenticator
 from eventflow.auth.passwords import Passwords
 from eventflow.auth.tokens import TokenService
 from eventflow.broker.base import Broker
@@ -41,6 +48,10 @@ class Services:
     snapshots: Snapshots
     accounts: AccountStates
     revocations: SessionRevocations
+    #: Checks every ``Authorization`` header: ``authenticate(header, scope) -> Principal``.
+    credentials: Authenticator
+    #: Each account's API keys: create, list, revoke (``credentials.keys`` caches the verified).
+    keys: KeyManagement
     #: Set when a graceful shutdown begins, so open event streams end at once (serve.py).
     stopping: asyncio.Event
     #: This process's metrics, and what answers their scrapes (``GET /metrics``).

@@ -110,11 +110,13 @@ def test_authorize_signs_in_with_the_password_flow_and_try_it_out_works(
 
     page.get_by_role("button", name="Authorize").first.click()
     dialog = page.locator(".dialog-ux .modal-ux")
-    dialog.locator("input[data-name=username]").fill(email)
-    dialog.locator("input[data-name=password]").fill(PASSWORD)
-    dialog.locator("button.modal-btn.authorize").click()
-    expect(dialog.locator("button.modal-btn", has_text="Logout")).to_be_visible()
-    dialog.locator("button.btn-done").click()
+    # The password flow's form, beside those of the API keys (Bearer and Basic).
+    password_flow = dialog.locator(".auth-container").filter(has_text="OAuth2PasswordBearer")
+    password_flow.locator("input[data-name=username]").fill(email)
+    password_flow.locator("input[data-name=password]").fill(PASSWORD)
+    password_flow.locator("button.modal-btn.authorize").click()
+    expect(password_flow.locator("button.modal-btn", has_text="Logout")).to_be_visible()
+    password_flow.locator("button.btn-done").click()
 
     me = page.locator(".opblock-get").filter(
         has=page.locator('.opblock-summary-path[data-path="/api/v1/auth/me"]')

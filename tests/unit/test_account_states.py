@@ -8,13 +8,13 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from eventflow.auth.accounts import (
-    CLOCK_MARGIN_MS,
     DELETED,
     DISABLED,
     NO_ACCOUNT,
     SIGNED_OUT,
     AccountStates,
 )
+from eventflow.auth.polling import CLOCK_MARGIN_MS
 from eventflow.auth.tokens import TokenClaims
 from eventflow.db.rows import AccountRow, Revocation
 from eventflow.errors import Unauthorized

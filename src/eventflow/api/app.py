@@ -14,7 +14,7 @@ from eventflow.api import docs, fast_ingest, ingest_metrics, openapi, problem_ty
 from eventflow.api.headers import SecurityHeaders
 from eventflow.api.request_log import RequestLog
 from eventflow.api.request_metrics import RequestMetrics
-from eventflow.api.routes import auth, events, health, metrics, stats, stream
+from eventflow.api.routes import auth, events, health, keys, metrics, stats, stream
 from eventflow.config import Settings
 from eventflow.services import Services
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     problems.install(app)
-    for module in (auth, events, stats, health):
+    for module in (auth, events, stats, keys, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router)
@@ -63,7 +63,7 @@ def create_app(settings: Settings, open_services: ServicesFactory) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )

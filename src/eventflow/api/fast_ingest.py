@@ -23,13 +23,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventflow.api import problems
 from eventflow.api.body import read_limited
-from eventflow.api.deps import ensure_access
 from eventflow.api.headers import BASELINE_RAW, NO_STORE_RAW
 from eventflow.api.ingest_metrics import RouteRecorder
+from eventflow.auth.principal import Scope as Need
+from eventflow.auth.principal import event_source
 from eventflow.errors import EventflowError
 from eventflow.services import Services
 
 log = logging.getLogger(__name__)
+
+# A user's token or an API key of scope ``ingest``.
+_NEED = Need.INGEST
 
 # What the app's SecurityHeaders middleware would add, set here since DirectIngest passes no
 # middleware: a 202 answers a request with credentials, so it is never stored either.
@@ -102,19 +106,20 @@ class IngestHandler:
         self, services: Services, headers: dict[bytes, str], receive: Receive
     ) -> dict[str, Any]:
         accept = services.acceptor
-        session = services.tokens.from_header(headers.get(b"authorization"))
-        user_id = session.user_id
-        await ensure_access(services, user_id, session)
+        principal = await services.credentials.authenticate(headers.get(b"authorization"), _NEED)
+        user_id = principal.user_id
+        source = event_source(principal) if principal.key_id is not None else None
         content_type = headers.get(b"content-type")
         length = headers.get(b"content-length")
         encoding = headers.get(b"content-encoding")
         if self._batch:
             limit = services.settings.max_batch_bytes
             body = await read_limited(receive, length, limit, content_encoding=encoding)
-            return await accept.batch(user_id, content_type, body)
+            return await accept.batch(user_id, content_type, body, source)
         limit = accept.single_body_limit
         body = await read_limited(receive, length, limit, content_encoding=encoding)
-        return await accept.event(user_id, content_type, headers.get(b"idempotency-key"), body)
+        key = headers.get(b"idempotency-key")
+        return await accept.event(user_id, content_type, key, body, source)
 
 
 def _accepted_headers(body: bytes) -> list[tuple[bytes, bytes]]:

@@ -3,7 +3,8 @@
 FastAPI documents the success responses it sees; the rest is stated here once, so that the
 document says what the server really does (the schema fuzzing tests hold it to that):
 
-- a route behind a bearer token can answer 401, one that reads a body 400, 413, 415 and 422;
+- a route behind credentials can answer 401 and 403 (an API key of another scope), one that
+  reads a body 400, 413, 415 and 422;
 - any route can answer 503 (a dependency is down, or the connection limit is reached), 408 (the
   request did not arrive in time) and 431 (too many or too large headers);
 - every error is ``application/problem+json`` with the ``Problem`` schema;
@@ -52,7 +53,8 @@ _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": _SCHEMA_REF.format(model="
 
 _DESCRIPTIONS = {
     400: "Malformed request: the body is empty or not JSON, or a cursor this API did not return",
-    401: "Missing, invalid or expired credentials",
+    401: "Missing, invalid, expired or revoked credentials (access token or API key)",
+    403: "The credential is valid but does not cover this route (an API key of another scope)",
     404: "Not found",
     408: "The request head and body did not arrive within EVENTFLOW_REQUEST_TIMEOUT_MS",
     409: "Conflict",
@@ -123,7 +125,7 @@ def _complete(operation: dict[str, Any]) -> None:
             del responses[status]
     implied = list(_EVERY_ROUTE)
     if operation.get("security"):
-        implied.append(401)
+        implied += [401, 403]
     if "requestBody" in operation:
         implied += _BODY_ERRORS
     for code in implied:

@@ -44,14 +44,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         "Unauthorized",
         401,
         "The credentials are missing, malformed, expired or no longer valid: an access token "
-        "(`Authorization: Bearer …`, from `POST /api/v1/auth/login`) or a stream ticket. Log "
-        "in again, or ask for a new ticket.",
+        "(`Authorization: Bearer …`, from `POST /api/v1/auth/login`), an API key (`Bearer "
+        "efk_…`, or `Basic` with the key as the user name and no password) that is unknown or "
+        "revoked, or a stream ticket. Log in again, use an active key, or ask for a new ticket.",
     ),
     "not-found": ProblemType(
         "Not found",
         404,
-        "Nothing here for this account: an event that does not exist, belongs to someone "
-        "else, or an id that is not an event id.",
+        "Nothing here for this account: an event or API key that does not exist (or was "
+        "revoked), belongs to someone else, or an id that is not an event's or key's id.",
     ),
     "forbidden": ProblemType(
         "Forbidden",
@@ -69,9 +70,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "conflict": ProblemType(
         "Conflict",
         409,
-        "The request contradicts what is stored: an account with this email exists, or an "
+        "The request contradicts what is stored: an account with this email exists, an "
         "event is not in a state that allows the action (only failed and completed events "
-        "can be replayed).",
+        "can be replayed), or the account has as many active API keys as it may (revoke one).",
     ),
     "request-timeout": ProblemType(
         "Request timeout",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field
 
 StatusName = Literal["scheduled", "queued", "processing", "retrying", "completed", "failed"]
@@ -69,6 +70,43 @@ class AttemptOut(BaseModel):
     duration_ms: int
 
 
+class LibraryOut(BaseModel):
+    name: str
+    version: str
+
+
+class TokenSource(BaseModel):
+    """Sent with a user's access token."""
+
+    kind: Literal["token"] = "token"
+
+
+class KeySource(BaseModel):
+    """Sent with an API key: the key's id and its name when it sent the event."""
+
+    kind: Literal["key"] = "key"
+    key_id: str
+    key_name: str
+    library: LibraryOut | None = Field(description="The sending library, when it said")
+
+
+EventSource = Annotated[TokenSource | KeySource, Field(discriminator="kind")]
+
+
+def source_view(stored: str | None) -> dict[str, Any]:
+    """An event's stored source (``auth.principal.event_source``) as the API shows it."""
+    if stored is None:
+        return {"kind": "token"}
+    raw = orjson.loads(stored)
+    library = raw.get("library")
+    return {
+        "kind": "key",
+        "key_id": raw["key_id"],
+        "key_name": raw["key_name"],
+        "library": {"name": library["name"], "version": library["version"]} if library else None,
+    }
+
+
 class EventSummary(BaseModel):
     id: str
     type: str
@@ -80,6 +118,7 @@ class EventSummary(BaseModel):
     updated_at: str
     available_at: str
     completed_at: str | None
+    source: EventSource = Field(description="Who sent it: a user's token, or which API key")
 
 
 class EventOut(EventSummary):
@@ -118,6 +157,42 @@ class StatsOut(BaseModel):
     throughput: Throughput = Field(description="Per second, averaged over the last minute")
     latency_ms: Latency = Field(description="Ingest to completed, recent events")
     queue_depth: int = Field(description="Your events waiting to run or running")
+
+
+KeyScope = Literal["ingest", "read"]
+# No control characters (PostgreSQL cannot store NUL, and a name is shown in the dashboard).
+KEY_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+class KeyIn(BaseModel):
+    name: str = Field(
+        min_length=1, max_length=100, pattern=KEY_NAME_PATTERN, examples=["checkout service"]
+    )
+    scope: KeyScope = Field(description="ingest: send events only; read: read events and stats")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    scope: KeyScope
+    prefix: str = Field(description="`efk_` and the key's first 8 random characters")
+    created_at: str
+    last_used_at: str | None = Field(
+        description="When it was last used, to within a minute or so; null: never"
+    )
+
+
+class NewKeyOut(BaseModel):
+    id: str
+    name: str
+    scope: KeyScope
+    prefix: str
+    key: str = Field(description="The key itself: shown this once, never stored")
+    created_at: str
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut] = Field(description="The account's active keys, newest first")
 
 
 class HealthOut(BaseModel):

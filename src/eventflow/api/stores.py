@@ -11,6 +11,7 @@ from eventflow.db.rows import (
     AttemptRow,
     EventRow,
     FeedQuery,
+    KeyRow,
     PageQuery,
     StatusCounts,
     UserRow,
@@ -62,3 +63,14 @@ class AccountStore(Protocol):
 
 class SessionRevocations(Protocol):
     async def revoke(self, jti: str, user_id: str, expires_at: int, now: int) -> None: ...
+
+
+class KeyManagement(Protocol):
+    """An account's API keys, as its owner manages them."""
+
+    async def create(self, key: KeyRow, cap: int) -> KeyRow:
+        """``key``, stored; raises ``TooManyKeys`` if the account has ``cap`` active keys."""
+
+    async def active(self, user_id: str) -> list[KeyRow]: ...
+
+    async def revoke(self, user_id: str, key_id: str, now: int) -> bool: ...

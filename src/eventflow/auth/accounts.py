@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
+from eventflow.auth.polling import CLOCK_MARGIN_MS, advance, poll_forever
 from eventflow.auth.tokens import TokenClaims
 from eventflow.clock import now_ms
 from eventflow.db.rows import AccountRow, Revocation
 from eventflow.errors import Unauthorized
 
-log = logging.getLogger(__name__)
-
-#: How far apart the clocks of the processes changing accounts (and their commit delays) may
-#: be without a change going unseen. Keep hosts on NTP: it is seconds, not minutes.
-CLOCK_MARGIN_MS = 5_000
 _PRUNE_EVERY_MS = 30_000
-# A hung poll would freeze what this process knows; the next one starts over.
-_POLL_TIMEOUT_S = 5.0
 
 NO_ACCOUNT = "The account behind this token no longer exists; register again"
 DELETED = "The account behind this token was deleted"
@@ -77,7 +70,6 @@ class AccountStates:
         self._revocations_seen = 0
         self._next_prune = 0
         self._poller: asyncio.Task[None] | None = None
-        self._failing = False
 
     async def start(self) -> None:
         """Load the sessions signed out so far, then keep up with changes in the background."""
@@ -87,7 +79,9 @@ class AccountStates:
         # No account is known yet: each is loaded in its current state when first seen.
         self._accounts_seen = self._revocations_seen = now
         self._next_prune = now + _PRUNE_EVERY_MS
-        self._poller = asyncio.create_task(self._poll_loop(), name="account-states")
+        self._poller = asyncio.create_task(
+            poll_forever(self.refresh, self._poll_s, "account changes"), name="account-states"
+        )
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -107,6 +101,14 @@ class AccountStates:
             and claims.generation >= generation
             and claims.jti not in self._revoked
         )
+
+    async def ensure(self, user_id: str, session: TokenClaims | None) -> None:
+        """``check``, after the two dict lookups that settle nearly every request."""
+        if session is not None and self.admits(session):
+            return
+        if session is None and user_id in self._generations:
+            return
+        await self.check(user_id, session)
 
     async def check(self, user_id: str, session: TokenClaims | None) -> None:
         """``Unauthorized`` unless the account is active and ``session`` was not signed out.
@@ -150,12 +152,12 @@ class AccountStates:
             # Accounts never seen here are loaded in their current state when first seen.
             if row.id in self._versions:
                 self.apply(row)
-        self._accounts_seen = _advance(self._accounts_seen, (r.updated_at for r in changed), now)
+        self._accounts_seen = advance(self._accounts_seen, (r.updated_at for r in changed), now)
         revoked = await self._revocations.since(self._revocations_seen - CLOCK_MARGIN_MS)
         for revocation in revoked:
             if revocation.expires_at > now:
                 self._revoked[revocation.jti] = revocation.expires_at
-        self._revocations_seen = _advance(
+        self._revocations_seen = advance(
             self._revocations_seen, (r.revoked_at for r in revoked), now
         )
         if now >= self._next_prune:
@@ -163,26 +165,3 @@ class AccountStates:
             # An expired token is refused for its expiry; its revocation can be forgotten.
             for jti in [j for j, expires in self._revoked.items() if expires <= now]:
                 del self._revoked[jti]
-
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_s)
-            try:
-                async with asyncio.timeout(_POLL_TIMEOUT_S):
-                    await self.refresh()
-            except Exception as exc:
-                # Requests keep using what is known; with the database away they mostly fail
-                # on their own anyway. Said once per outage, not every half second.
-                if not self._failing:
-                    log.warning("cannot poll account changes (retrying): %r", exc)
-                self._failing = True
-                continue
-            if self._failing:
-                log.warning("polling account changes again")
-                self._failing = False
-
-
-def _advance(cursor: int, stamps: Iterable[int], now: int) -> int:
-    # Never past this process's own clock: one writer whose clock runs ahead must not make
-    # the poll skip the changes of the others.
-    return min(max([cursor, *stamps]), now)

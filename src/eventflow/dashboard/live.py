@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from eventflow.api.schemas import source_view
 from eventflow.api.statistics import summarize
 from eventflow.api.stores import FeedReading
 from eventflow.clock import iso, now_ms
@@ -176,4 +177,5 @@ def feed_item(row: FeedRow) -> dict[str, Any]:
         "updated_at": iso(row.updated_at),
         "available_at": iso(row.available_at),
         "completed_at": iso(row.completed_at),
+        "source": source_view(row.source),
     }

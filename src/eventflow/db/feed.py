@@ -34,6 +34,7 @@ _FEED_COLUMNS = (
     events.c.updated_at,
     events.c.available_at,
     events.c.completed_at,
+    events.c.source,
 )
 
 
@@ -52,6 +53,8 @@ class FeedRow:
     updated_at: int
     available_at: int
     completed_at: int | None
+    #: Who sent it, as stored (``NewEvent.source``).
+    source: str | None = None
 
     @property
     def version(self) -> tuple[str, int, int]:
@@ -166,6 +169,7 @@ async def _rows(conn: AsyncConnection, query: sa.Select[tuple[object, ...]]) -> 
             updated_at=r.updated_at,
             available_at=r.available_at,
             completed_at=r.completed_at,
+            source=r.source,
         )
         for r in rows
     }

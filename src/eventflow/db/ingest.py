@@ -31,6 +31,7 @@ NEW_COLUMNS = (
     "idempotency_key",
     "created_at",
     "updated_at",
+    "source",
 )
 
 
@@ -82,6 +83,7 @@ def new_row(e: NewEvent) -> tuple[object, ...]:
         e.idempotency_key,
         e.created_at,
         e.created_at,
+        e.source,
     )
 
 

@@ -128,4 +128,5 @@ def _event_row(m: Any) -> EventRow:
         updated_at=m["updated_at"],
         started_at=m["started_at"],
         completed_at=m["completed_at"],
+        source=m["source"],
     )

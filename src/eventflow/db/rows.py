@@ -31,6 +31,8 @@ class NewEvent:
     available_at: int
     created_at: int
     idempotency_key: str | None = None
+    #: Who sent it: None for a user's token, else ``auth.principal.event_source``'s JSON text.
+    source: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +85,21 @@ class Revocation:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRow:
+    """An API key as stored: never the key itself, only its SHA-256."""
+
+    id: str
+    user_id: str
+    name: str
+    scope: str
+    prefix: str
+    hash: str
+    created_at: int
+    last_used_at: int | None = None
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRow:
     number: int
     outcome: str
@@ -108,6 +125,7 @@ class EventRow:
     updated_at: int
     started_at: int | None
     completed_at: int | None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

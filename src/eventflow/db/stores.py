@@ -10,6 +10,7 @@ from eventflow.db.database import Database
 from eventflow.db.erasure import EventErasure
 from eventflow.db.feed import FeedStore
 from eventflow.db.ingest import EventIngest
+from eventflow.db.keys import KeyStore
 from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.postgres.database import PostgresDatabase
 from eventflow.db.postgres.ingest import PostgresIngest
@@ -37,6 +38,7 @@ class Stores:
     reading: ReadingStore
     feed: FeedStore
     users: UserStore
+    keys: KeyStore
     revocations: RevocationStore
     spent_tickets: SqlSpentTickets
     erasure: EventErasure
@@ -67,6 +69,7 @@ def build_stores(engine: AsyncEngine) -> Stores:
         reading=ReadingStore(db),
         feed=FeedStore(db),
         users=UserStore(db),
+        keys=KeyStore(db),
         revocations=RevocationStore(db),
         spent_tickets=SqlSpentTickets(db),
         erasure=EventErasure(db),

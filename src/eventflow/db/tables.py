@@ -69,6 +69,25 @@ revoked_tokens = sa.Table(
     sa.Index("ix_revoked_tokens_expires_at", "expires_at"),
 )
 
+# API keys: only the SHA-256 of each key is kept (docs/api-keys.md). Every API process polls
+# the keys revoked since it last looked (auth/keys.py), by ``revoked_at``.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", _Id, primary_key=True),
+    sa.Column("user_id", _Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("last_used_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Index("uq_api_keys_hash", "hash", unique=True),
+    sa.Index("ix_api_keys_user_id_id", "user_id", "id"),
+    sa.Index("ix_api_keys_revoked_at", "revoked_at"),
+)
+
 events = sa.Table(
     "events",
     metadata,
@@ -98,6 +117,9 @@ events = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("started_at", sa.BigInteger, nullable=True),
     sa.Column("completed_at", sa.BigInteger, nullable=True),
+    # Who sent it: NULL for a user's token, else compact JSON naming the API key (and the
+    # sending library), as ``auth.principal.event_source`` writes it (migration 0009).
+    sa.Column("source", sa.Text, nullable=True),
     sa.Index("ix_events_user_id_id", "user_id", "id"),
     sa.Index("ix_events_user_id_type_id", "user_id", "type", "id"),
     # Every claim and outcome writes a new row version into every index whose predicate it

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import AccountRow, UserRow
-from eventflow.db.tables import users
+from eventflow.db.tables import api_keys, users
 
 
 class EmailTaken(Exception):
@@ -115,16 +115,27 @@ class UserStore:
         return await self._change(users.c.id == user_id, values)
 
     async def tombstone(self, user_id: str) -> AccountRow | None:
-        """Delete an account, keeping its row: email freed, password gone, sessions ended."""
-        return await self._change(
-            users.c.id == user_id,
-            {
-                "email": TOMBSTONE_EMAIL + user_id,
-                "password_hash": "",
-                "deleted_at": now_ms(),
-                "token_generation": users.c.token_generation + 1,
-            },
-        )
+        """Delete an account, keeping its row: email freed, password gone, sessions ended, and
+        its API keys revoked (every API process also refuses them for the account's state)."""
+        now = now_ms()
+        async with self._db.write() as conn:
+            account = await _update(
+                conn,
+                users.c.id == user_id,
+                {
+                    "email": TOMBSTONE_EMAIL + user_id,
+                    "password_hash": "",
+                    "deleted_at": now,
+                    "token_generation": users.c.token_generation + 1,
+                },
+            )
+            if account is not None:
+                await conn.execute(
+                    sa.update(api_keys)
+                    .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        return account
 
     async def _change(
         self, where: sa.ColumnElement[bool], values: dict[str, Any]

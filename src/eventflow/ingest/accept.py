@@ -53,20 +53,32 @@ class Acceptor:
         return self.max_payload_bytes + _ENVELOPE_SLACK
 
     async def event(
-        self, user_id: str, content_type: str | None, key: str | None, body: bytes
+        self,
+        user_id: str,
+        content_type: str | None,
+        key: str | None,
+        body: bytes,
+        source: str | None = None,
     ) -> dict[str, Any]:
+        """Accept one event; ``source`` is who sent it (``auth.principal.event_source``)."""
         check_json_content_type(content_type)
         idempotency_key = check_idempotency_key(key)
         event = parse_event(body, self.max_payload_bytes)
+        event.source = source
         if self.limiter is not None:
             await self.limiter.ingest(user_id, 1)
         (stored,) = await self.sink.submit(user_id, [event], idempotency_key)
         # Status is a StrEnum: the member is its text (orjson writes it as such).
         return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
 
-    async def batch(self, user_id: str, content_type: str | None, body: bytes) -> dict[str, Any]:
+    async def batch(
+        self, user_id: str, content_type: str | None, body: bytes, source: str | None = None
+    ) -> dict[str, Any]:
         check_json_content_type(content_type)
         events = parse_batch(body, self.max_payload_bytes)
+        if source is not None:
+            for event in events:
+                event.source = source
         if self.limiter is not None:
             await self.limiter.ingest(user_id, len(events))
         stored = await self.sink.submit(user_id, events)

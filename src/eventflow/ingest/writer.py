@@ -274,6 +274,7 @@ def _new_events(
             now + item.delay_ms,
             now,
             item.idempotency_key if idempotency_key is None else idempotency_key,
+            item.source,
         )
         for item in items
     ]

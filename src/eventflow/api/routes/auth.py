@@ -7,11 +7,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.responses import Response
 
-from eventflow.api.body import read_body
+from eventflow.api.body import error_item, read_body, validated
 from eventflow.api.deps import ServicesDep, Session, UserId
 from eventflow.api.openapi import errors
 from eventflow.api.schemas import EMAIL_CORE, EMAIL_SPACE, LoginIn, RegisterIn, TokenOut, UserOut
@@ -45,17 +44,7 @@ def _error_item(error: ErrorDetails) -> dict[str, Any]:
     if error["type"] == "string_pattern_mismatch" and error["loc"] == ("email",):
         # The pattern means little to a reader.
         return {"loc": ["email"], "msg": "not a valid email address", "type": "email"}
-    return {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-
-
-def _validated(model: type[RegisterIn] | type[LoginIn], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [_error_item(e) for e in exc.errors()]
-        first = errors[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ValidationFailed(f"{where}: {first['msg']}", errors=errors) from exc
+    return error_item(error)
 
 
 @router.post(
@@ -83,7 +72,7 @@ async def register(request: Request, services: ServicesDep) -> UserOut:
         )
     check_json_content_type(request.headers.get("content-type"))
     data = parse_json_object(await read_body(request, _MAX_AUTH_BODY))
-    form: RegisterIn = _validated(RegisterIn, data)
+    form = validated(RegisterIn, data, _error_item)
     email = form.email.strip(EMAIL_SPACE).lower()
     if not _EMAIL_RE.match(email):
         raise ValidationFailed(
@@ -143,7 +132,7 @@ async def login(request: Request, services: ServicesDep) -> TokenOut:
     else:
         check_json_content_type(request.headers.get("content-type"))
         data = parse_json_object(body)
-    form: LoginIn = _validated(LoginIn, data)
+    form = validated(LoginIn, data, _error_item)
     email = form.email.strip(EMAIL_SPACE).lower()
     await services.limiter.login(request, email)
     # An address registration would refuse cannot belong to anyone: no lookup (a NUL in it

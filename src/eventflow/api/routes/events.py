@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Body, Header, Query
 
-from eventflow.api.deps import ServicesDep, UserId
+from eventflow.api.deps import ReaderId, Sender, ServicesDep, UserId
 from eventflow.api.fast_ingest import BatchIngestRoute, IngestRoute
 from eventflow.api.openapi import errors
 from eventflow.api.schemas import (
@@ -20,6 +20,7 @@ from eventflow.api.schemas import (
     EventSummary,
     ReplayOut,
     StatusName,
+    source_view,
 )
 from eventflow.api.stores import EventReading
 from eventflow.clock import iso
@@ -50,7 +51,7 @@ def _links_to_the_event(expression: str) -> dict[str, Any]:
 
 async def ingest_one(
     event: Annotated[EventIn, Body()],
-    user_id: UserId,
+    sender: Sender,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -64,7 +65,7 @@ async def ingest_one(
     raise NotImplementedError(_SERVED_BY_HANDLER)
 
 
-async def ingest_batch(batch: Annotated[BatchIn, Body()], user_id: UserId) -> BatchAcceptedOut:
+async def ingest_batch(batch: Annotated[BatchIn, Body()], sender: Sender) -> BatchAcceptedOut:
     """Accept 1 to 1,000 events all-or-nothing, in one transaction."""
     raise NotImplementedError(_SERVED_BY_HANDLER)
 
@@ -104,7 +105,7 @@ router.add_api_route(
 @router.get("", response_model=EventPage, responses=errors(400, 422))
 async def list_events(
     services: ServicesDep,
-    user_id: UserId,
+    user_id: ReaderId,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status: StatusName | None = None,
@@ -160,7 +161,7 @@ async def replay_all_failed(
 
 
 @router.get("/{event_id}", response_model=EventOut, responses={404: {"description": "Not yours"}})
-async def get_event(event_id: str, services: ServicesDep, user_id: UserId) -> EventOut:
+async def get_event(event_id: str, services: ServicesDep, user_id: ReaderId) -> EventOut:
     """One event with its attempts, last error and result."""
     row = await _owned(services, user_id, event_id)
     history = await services.reading.attempts(row.id)
@@ -211,6 +212,7 @@ def _summary(row: EventRow) -> EventSummary:
         updated_at=iso(row.updated_at) or "",
         available_at=iso(row.available_at) or "",
         completed_at=iso(row.completed_at),
+        source=source_view(row.source),
     )
 
 

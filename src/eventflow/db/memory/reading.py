@@ -153,6 +153,7 @@ def _feed_row(r: MemoryRow) -> FeedRow:
         updated_at=r.updated_at,
         available_at=r.available_at,
         completed_at=r.completed_at,
+        source=r.source,
     )
 
 

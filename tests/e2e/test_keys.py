@@ -80,6 +80,7 @@ def test_a_key_is_shown_once_sends_events_and_is_revoked(
     prefix = item.locator(".key-prefix").inner_text().removesuffix("…")
     assert prefix and secret.startswith(prefix), (prefix, secret[:8])
 
+    assert page_holds(dashboard, secret)  # the check below would see it
     dashboard.dismiss_secret()
     expect(dashboard.keys_panel.get_by_label("Name")).to_be_focused()
     assert not page_holds(dashboard, secret)
@@ -88,17 +89,21 @@ def test_a_key_is_shown_once_sends_events_and_is_revoked(
     expect(dashboard.key_item("checkout-service")).to_be_visible()
     assert not page_holds(dashboard, secret)
 
-    # The app holding the key sends an event: the feed and the drawer name the key.
+    # The app holding the key sends an event: the feed and the drawer name the key, and the
+    # key's "last used" moves without taking the focus from a keyboard user on the panel.
+    revoke = item.get_by_role("button", name="Revoke key checkout-service")
+    revoke.focus()
     sent = ingest_with_key(shared_server, secret)
-    dashboard.expect_status(sent, "completed")
     expect(dashboard.row(sent).locator(".source")).to_have_text("checkout-service")
+    expect(item.locator(".last-used")).not_to_contain_text("never")
+    expect(revoke).to_be_focused()
+    dashboard.expect_status(sent, "completed")
     drawer = dashboard.open_drawer(sent)
     source = drawer.locator(".source-field dd")
     expect(source).to_contain_text("checkout-service")
     expect(source).to_contain_text(f"{prefix}…")
     expect(source).to_contain_text("No SDK library reported")
     page.keyboard.press("Escape")
-    expect(item.locator(".last-used")).not_to_contain_text("never")
 
     # The dashboard's own events come from the user's token.
     own = dashboard.inject("USER_SIGNUP")
@@ -168,6 +173,57 @@ def test_key_names_and_sources_stay_text(
     assert page.locator("img[src=x]").count() == 0
     page.wait_for_timeout(500)
     assert dialogs == []
+
+
+def test_the_panel_works_from_the_keyboard_and_reports_api_errors(
+    dashboard: Dashboard, shared_server: EventflowServer
+) -> None:
+    page = dashboard.page
+    dashboard.expected_errors.append("status of 404")
+    dashboard.register(new_email())
+    name = dashboard.keys_panel.get_by_label("Name")
+    name.focus()
+    page.keyboard.type("keyboard-app")
+    page.keyboard.press("Tab")
+    expect(dashboard.keys_panel.get_by_label("Scope")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dashboard.keys_panel.get_by_role("button", name="Create key")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dashboard.key_secret.locator(".key-secret")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dashboard.key_secret.get_by_role("button", name="Copy")).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(dashboard.key_secret).to_be_empty()
+    expect(name).to_be_focused()
+
+    revoke = dashboard.key_item("keyboard-app").get_by_role("button", name="Revoke key")
+    expect(revoke).to_be_visible()
+    for _ in range(3):
+        page.keyboard.press("Tab")
+    expect(revoke).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#revoke-confirm")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(revoke).to_be_focused()
+
+    # Revoked meanwhile elsewhere (another tab, the API): the page says so and catches up.
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('eventflow.session')).token")
+    key_id = dashboard.key_item("keyboard-app").get_attribute("data-id")
+    gone = httpx.delete(
+        f"{shared_server.url}/api/v1/keys/{key_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert gone.status_code == 204, gone.text
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Revoke key")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dashboard.toast("Key not revoked")).to_contain_text("No active API key")
+    expect(dashboard.key_item("keyboard-app")).to_have_count(0)
 
 
 def test_keys_are_managed_from_another_static_server(browser: Browser, static_site: str) -> None:

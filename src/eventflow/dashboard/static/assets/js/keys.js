@@ -6,6 +6,7 @@ import { ago, clock } from "./format.js";
 import { toast } from "./toast.js";
 
 const MAX_NAME = 100;
+const CONTROL = /[\u0000-\u001f\u007f]/; // what the API refuses in a name
 const SCOPES = { ingest: "Sends events", read: "Reads events and stats" };
 // A burst of events sent with keys refreshes "last used" once, not once per event.
 const USE_REFRESH_MS = 5000;
@@ -58,9 +59,12 @@ export function mountKeys({ api }) {
     );
   }
 
+  // A refresh (say of "last used") must not take the focus from a keyboard user's Revoke.
   function render() {
+    const focused = list.contains(document.activeElement) ? document.activeElement.closest("[data-id]")?.dataset.id : null;
     list.replaceChildren(...keys.map(item));
     $("#keys-empty").hidden = keys.length > 0;
+    if (focused) list.querySelector(`[data-id="${CSS.escape(focused)}"] .key-revoke`)?.focus();
   }
 
   async function reload() {
@@ -115,6 +119,7 @@ export function mountKeys({ api }) {
     const wanted = name.value.trim();
     if (!wanted) return fieldError("Give the key a name, like the app that will use it"), name.focus();
     if ([...wanted].length > MAX_NAME) return fieldError(`A name is at most ${MAX_NAME} characters`), name.focus();
+    if (CONTROL.test(wanted)) return fieldError("A name cannot hold tabs or other control characters"), name.focus();
     fieldError("");
     const button = $("button[type=submit]", form);
     button.disabled = true;

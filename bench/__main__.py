@@ -23,8 +23,8 @@ def bench(
     scenarios: Annotated[
         str,
         typer.Option(
-            help="all, or a comma-separated subset of: ceiling, ingest-single, ingest-batch, "
-            "end-to-end, worker-drain, history"
+            help="all, or a comma-separated subset of: ceiling, ingest-single, "
+            "ingest-single-key, ingest-batch, end-to-end, worker-drain, history"
         ),
     ] = "all",
     runs: Annotated[int, typer.Option(min=1, help="Runs per scenario; the median is reported")] = 3,

@@ -105,3 +105,13 @@ async def register_and_login(port: int, email: str, password: str) -> Account:
     if not isinstance(user, dict) or not isinstance(token, dict):
         raise BenchClientError("register or login answered something other than an object")
     return Account(user_id=str(user["id"]), token=str(token["access_token"]))
+
+
+async def ingest_key(port: int, account: Account, name: str) -> Account:
+    """The account with one of its API keys of scope ``ingest`` in place of its token."""
+    body = orjson.dumps({"name": name, "scope": "ingest"})
+    made = await post_json(port, "/api/v1/keys", body, account.token)
+    found = made.json() if made.status == 201 else None
+    if not isinstance(found, dict):
+        raise BenchClientError(f"creating a key answered {made.status}: {made.body[:300]!r}")
+    return Account(user_id=account.user_id, token=str(found["key"]))

@@ -46,7 +46,15 @@ from bench.stack import MODES, Mode, Stack, settings_overrides
 from eventflow import __version__
 from testkit import MissingService
 
-SCENARIOS = (CEILING, "ingest-single", "ingest-batch", "end-to-end", "worker-drain", HISTORY)
+SCENARIOS = (
+    CEILING,
+    "ingest-single",
+    "ingest-single-key",
+    "ingest-batch",
+    "end-to-end",
+    "worker-drain",
+    HISTORY,
+)
 
 
 class BenchUsageError(ValueError):
@@ -88,6 +96,8 @@ class Outcome:
 async def _one_run(scenario: str, ctx: Context, stack: Stack) -> RunResult:
     if scenario == "ingest-single":
         return await scenarios.ingest(ctx, stack, batch=False)
+    if scenario == "ingest-single-key":
+        return await scenarios.ingest(ctx, stack, batch=False, key=True)
     if scenario == "ingest-batch":
         return await scenarios.ingest(ctx, stack, batch=True)
     if scenario == "end-to-end":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stages
-from bench.client import Account, post_json, register_and_login
+from bench.client import Account, ingest_key, post_json, register_and_login
 from bench.commit_probe import CommitProbe
 from bench.database import BenchDatabase
 from bench.load import Load, WrkResult, batch_body, run_wrk, single_body
@@ -128,14 +128,21 @@ async def ceiling(ctx: Context) -> RunResult:
     )
 
 
-async def ingest(ctx: Context, stack: Stack, *, batch: bool) -> RunResult:
-    """``POST /events`` (or ``/events/batch``) as fast as it answers; then check the database."""
+async def ingest(ctx: Context, stack: Stack, *, batch: bool, key: bool = False) -> RunResult:
+    """``POST /events`` (or ``/events/batch``) as fast as it answers; then check the database.
+
+    ``key``: sent with an API key of scope ``ingest`` (``Bearer efk_…``) instead of a user's
+    access token, so that the two credentials' costs compare side by side.
+    """
     async with stack.deployment() as dep:
         # Embedded mode is one process by design; elsewhere the API runs alone so that the
         # figure is the ingest path's, and end-to-end measures it together with workers.
         await dep.start("up" if dep.mode == "embedded" else "api")
         warm = await register_and_login(dep.port, "warmup@bench.example", PASSWORD)
         account = await register_and_login(dep.port, "load@bench.example", PASSWORD)
+        if key:
+            warm = await ingest_key(dep.port, warm, "bench warm-up")
+            account = await ingest_key(dep.port, account, "bench")
         if ctx.options.warmup_s:
             ctx.say("warming up")
             warmup = replace(

@@ -15,7 +15,15 @@ from testkit import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = {"ceiling", "ingest-single", "ingest-batch", "end-to-end", "worker-drain", "history"}
+SCENARIOS = {
+    "ceiling",
+    "ingest-single",
+    "ingest-single-key",
+    "ingest-batch",
+    "end-to-end",
+    "worker-drain",
+    "history",
+}
 # The history scenario at a tenth of its smallest size: 2,000 events per account, then 20,000.
 HISTORY = ["--history-events", "2000", "--history-dashboards", "9", "--history-rate", "5"]
 
@@ -42,6 +50,9 @@ def test_bench_embedded_reports_every_scenario(tmp_path: Path) -> None:
     single = results["ingest-single"]["runs"][0]
     assert single["verified"] is True
     assert single["acknowledged_events"] == single["wrk"]["accepted"] > 0
+    # The same load sent with an API key: every 202'd event is stored too.
+    with_key = results["ingest-single-key"]["runs"][0]
+    assert with_key["verified"] is True and with_key["wrk"]["accepted"] > 0
     drain = results["worker-drain"]["runs"][0]
     assert drain["completed"] == drain["prefilled"] == 1000
 

@@ -10,18 +10,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytest
 
-from eventflow.api.stores import AccountStore, EventReading, FeedReading
+from eventflow.api.stores import AccountStore, EventReading, FeedReading, KeyManagement
 from eventflow.auth.accounts import AccountReader
+from eventflow.auth.keys import KeyReader
 from eventflow.broker.base import HintClaimStore
 from eventflow.broker.sql import DueClaimStore
 from eventflow.clock import now_ms
 from eventflow.db.engine import create_engine
-from eventflow.db.memory import MemoryEvents, MemoryUsers
+from eventflow.db.keys import TooManyKeys
+from eventflow.db.memory import MemoryEvents, MemoryKeys, MemoryUsers
 from eventflow.db.migrate import migrate
-from eventflow.db.rows import Backlog, EventRow, FeedQuery, NewEvent, Outcome, Status, UserRow
+from eventflow.db.rows import (
+    Backlog,
+    EventRow,
+    FeedQuery,
+    KeyRow,
+    NewEvent,
+    Outcome,
+    PageQuery,
+    Status,
+    UserRow,
+)
 from eventflow.db.stores import build_stores
 from eventflow.db.upkeep import LOST_ERROR
 from eventflow.db.users import EmailTaken
@@ -35,6 +48,10 @@ from tests.conftest import SettingsFactory
 
 LEASE_MS = 30_000
 DAY_MS = 86_400_000
+
+
+class KeyStores(KeyManagement, KeyReader, Protocol):
+    """The keys store, as its owner's routes and the key ring each use it."""
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Under:
     accounts: AccountReader
     admin: AccountAdmin
     backlog: BacklogStore
+    keys: KeyStores
     user_id: str = ""
 
     async def add(self, status: Status = Status.QUEUED, key: str | None = None) -> NewEvent:
@@ -100,6 +118,7 @@ async def under(url: str | None) -> AsyncIterator[Under]:
             users,
             users,
             events,
+            MemoryKeys(),
         )
         await memory.users.create(user)
         memory.user_id = user.id
@@ -109,7 +128,7 @@ async def under(url: str | None) -> AsyncIterator[Under]:
     await migrate(engine)
     s = build_stores(engine)
     q, u = s.queue, s.users
-    under = Under(s.ingest, q, q, q, s.outcomes, s.upkeep, s.reading, s.feed, u, u, u, q)
+    under = Under(s.ingest, q, q, q, s.outcomes, s.upkeep, s.reading, s.feed, u, u, u, q, s.keys)
     await under.users.create(user)
     under.user_id = user.id
     try:
@@ -391,3 +410,47 @@ async def test_a_claim_never_takes_more_than_its_limit(under: Under) -> None:
     assert (len(first), len(second)) == (5, 5)
     assert not {c.id for c in first} & {c.id for c in second}
     assert await under.upkeep.promote_scheduled(limit=1) == 1
+
+
+async def test_an_events_source_is_stored_and_read_back_by_every_insert(under: Under) -> None:
+    now = now_ms()
+    source = '{"key_id":"k","key_name":"n"}'
+
+    def new(key: str | None, source: str | None) -> NewEvent:
+        return NewEvent(new_id(), under.user_id, "A", "{}", Status.QUEUED, now, now, key, source)
+
+    # Plain events alone (PostgreSQL's COPY), then with keyed ones (COPY and INSERT together).
+    alone = [new(None, source), new(None, None)]
+    await under.ingest.insert_many(alone)
+    mixed = [new(None, source), new("k1", source), new("k2", None)]
+    await under.ingest.insert_many(mixed)
+    expected = {e.id: e.source for e in [*alone, *mixed]}
+    for event_id, stored in expected.items():
+        assert (await under.row(event_id)).source == stored
+    page, _ = await under.reading.page(under.user_id, PageQuery(50))
+    assert {r.id: r.source for r in page} == expected
+    feed = await under.feed.changes(under.user_id, FeedQuery(None, [], now, 50))
+    assert {r.id: r.source for r in feed} == expected
+    flying = await under.feed.in_flight(under.user_id, 50)
+    assert {r.id: r.source for r in flying} == expected
+
+
+async def test_keys_are_capped_listed_revoked_and_found_by_hash(under: Under) -> None:
+    def key(n: int) -> KeyRow:
+        return KeyRow(new_id(), under.user_id, f"k{n}", "ingest", "efk_abcdefgh", f"{n:064x}", n)
+
+    made = [await under.keys.create(key(n), 2) for n in range(2)]
+    with pytest.raises(TooManyKeys):
+        await under.keys.create(key(2), 2)
+    assert [k.id for k in await under.keys.active(under.user_id)] == [made[1].id, made[0].id]
+    assert await under.keys.by_hash(made[0].hash) == made[0]
+    assert await under.keys.revoke(under.user_id, made[0].id, 1_000)
+    assert not await under.keys.revoke(under.user_id, made[0].id, 1_001)
+    assert not await under.keys.revoke(new_id(), made[1].id, 1_001)
+    assert await under.keys.by_hash(made[0].hash) is None
+    assert await under.keys.revoked_since(999) == [(made[0].id, 1_000)]
+    assert await under.keys.revoked_since(1_000) == []
+    await under.keys.create(key(3), 2)
+    await under.keys.mark_used({made[1].id: 5_000})
+    used = {k.id: k.last_used_at for k in await under.keys.active(under.user_id)}
+    assert used[made[1].id] == 5_000

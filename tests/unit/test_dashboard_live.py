@@ -6,8 +6,10 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from eventflow.api.schemas import EventSummary
 from eventflow.api.statistics import summarize
-from eventflow.dashboard.live import BACKFILL_S, LiveView, Snapshots
+from eventflow.auth.principal import Principal, Scope, event_source
+from eventflow.dashboard.live import BACKFILL_S, LiveView, Snapshots, feed_item
 from eventflow.db.feed import FeedRow, Series
 from eventflow.db.rows import FeedQuery, LatencyBucket, Status, StatusCounts
 
@@ -209,3 +211,44 @@ async def test_only_users_seen_in_the_last_two_ticks_are_kept() -> None:
     clock.ms += 2000
     await snapshots.recent(USER)
     assert len(snapshots) == 1
+
+
+def test_a_feed_event_names_its_source_as_the_api_does() -> None:
+    by_key = replace(
+        row(1), source=event_source(Principal(USER, Scope.INGEST, key_id="k", key_name="ci"))
+    )
+    with_library = replace(
+        row(2),
+        source=event_source(
+            Principal(USER, Scope.INGEST, key_id="k", key_name="ci"), ("analytics-node", "1.2")
+        ),
+    )
+    assert feed_item(row(3))["source"] == {"kind": "token"}
+    assert feed_item(by_key)["source"] == {
+        "kind": "key",
+        "key_id": "k",
+        "key_name": "ci",
+        "library": None,
+    }
+    assert feed_item(with_library)["source"]["library"] == {
+        "name": "analytics-node",
+        "version": "1.2",
+    }
+    # The same shape as the API's event models.
+    for item in (row(3), by_key, with_library):
+        EventSummary.model_validate({**_summary_fields(), "source": feed_item(item)["source"]})
+
+
+def _summary_fields() -> dict[str, Any]:
+    return {
+        "id": "x",
+        "type": "A",
+        "status": "queued",
+        "attempt_count": 0,
+        "payload": {},
+        "last_error": None,
+        "created_at": "",
+        "updated_at": "",
+        "available_at": "",
+        "completed_at": None,
+    }

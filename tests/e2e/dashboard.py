@@ -155,3 +155,45 @@ class Dashboard:
         drawer = self.page.locator("#drawer")
         expect(drawer.locator(".fields")).to_contain_text(event_id)
         return drawer
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @property
+    def keys_panel(self) -> Locator:
+        return self.page.locator("#keys")
+
+    @property
+    def key_secret(self) -> Locator:
+        """The one-time view of a new key's secret."""
+        return self.page.locator("#key-secret")
+
+    def key_item(self, name: str) -> Locator:
+        return self.page.locator("#key-list li.key").filter(
+            has=self.page.locator(".key-name", has_text=re.compile(f"^{re.escape(name)}$"))
+        )
+
+    def create_key(self, name: str, scope: str = "ingest") -> str:
+        """Create a key in the Keys panel; answers the secret as the one-time view shows it."""
+        panel = self.keys_panel
+        panel.get_by_label("Name").fill(name)
+        panel.get_by_label("Scope").select_option(scope)
+        with self.page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/api/v1/keys")
+        ) as answer:
+            panel.get_by_role("button", name="Create key").click()
+        assert answer.value.status == 201, answer.value.text()
+        secret = self.key_secret.locator("code")
+        expect(secret).to_have_text(re.compile(r"^efk_\S+$"))
+        expect(self.key_item(name)).to_be_visible()
+        return secret.inner_text()
+
+    def dismiss_secret(self) -> None:
+        self.key_secret.get_by_role("button", name="Done").click()
+        expect(self.key_secret).to_be_empty()
+
+    def revoke_key(self, name: str) -> None:
+        self.key_item(name).get_by_role("button", name=f"Revoke key {name}").click()
+        dialog = self.page.locator("#revoke-confirm")
+        expect(dialog).to_contain_text(name)
+        dialog.get_by_role("button", name="Revoke key").click()
+        self.toast("Key revoked")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from eventflow.auth.principal import Scope
 from eventflow.dashboard import STATIC_DIR
 
 ASSETS = STATIC_DIR / "assets"
@@ -92,7 +93,8 @@ def test_page_has_no_inline_code_and_only_local_references() -> None:
 
 def test_modules_import_only_files_that_exist() -> None:
     assert {m.stem for m in MODULES} >= {
-        "api", "stream", "charts", "feed", "injector", "drawer", "particles", "main",
+        "api", "stream", "charts", "feed", "injector", "drawer", "particles", "main", "keys",
+        "source",
     }  # fmt: skip
     for module in MODULES:
         for target in re.findall(r'^import .* from "(\.{1,2}/[^"]+)";$', module.read_text(), re.M):
@@ -105,6 +107,51 @@ def test_modules_never_turn_strings_into_markup_or_code() -> None:
     )
     for module in MODULES:
         assert not forbidden.search(module.read_text()), module.name
+
+
+class _Controls(HTMLParser):
+    """The page's form controls, its labels' targets, and the options of each select."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: dict[str, dict[str, str | None]] = {}
+        self.labelled: set[str] = set()
+        self.options: dict[str, list[str]] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "label" and named.get("for"):
+            self.labelled.add(str(named["for"]))
+        if tag in ("input", "select", "textarea") and named.get("id"):
+            self.controls[str(named["id"])] = named
+        if tag == "select":
+            self._select = named.get("id")
+            self.options[str(self._select)] = []
+        if tag == "option" and self._select:
+            self.options[self._select].append(str(named.get("value")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def test_the_keys_form_is_labelled_and_offers_the_scopes_a_key_can_have() -> None:
+    page = _Controls()
+    page.feed((STATIC_DIR / "index.html").read_text())
+    assert {"key-name", "key-scope"} <= page.labelled
+    assert page.controls["key-name"]["maxlength"] == "100"
+    assert "key-name-error" in str(page.controls["key-name"]["aria-describedby"])
+    assert set(page.options["key-scope"]) == {s.value for s in Scope if s is not Scope.USER}
+    for name, attrs in page.controls.items():
+        assert name in page.labelled or attrs.get("aria-label"), f"#{name} has no label"
+
+
+def test_only_the_session_is_kept_in_web_storage() -> None:
+    """A key's secret is shown once: no module but sign-in's may store anything."""
+    storage = re.compile(r"sessionStorage|localStorage|indexedDB|document\.cookie|caches\.")
+    keepers = {m.name for m in MODULES if storage.search(m.read_text())}
+    assert keepers == {"auth.js"}
 
 
 def test_vendored_files_carry_their_licences() -> None:

@@ -53,6 +53,7 @@ export function createApi({ token, onUnauthorized }) {
   return {
     get: (path) => request("GET", path),
     post: (path, body) => request("POST", path, { body }),
+    delete: (path) => request("DELETE", path),
     postAnonymous: (path, body) => request("POST", path, { body, auth: false }),
   };
 }

@@ -3,6 +3,7 @@
 import { $, h } from "./dom.js";
 import { badge } from "./feed.js";
 import { clock, ms } from "./format.js";
+import { sourceDetails } from "./source.js";
 import { toast } from "./toast.js";
 
 const REPLAYABLE = new Set(["failed", "completed"]);
@@ -39,7 +40,7 @@ function attemptItem(a) {
   );
 }
 
-export function mountDrawer({ api, onRetried, onTemplate }) {
+export function mountDrawer({ api, onRetried, onTemplate, keyPrefix }) {
   const drawer = $("#drawer");
   const body = $("#drawer-body");
   const retryButton = $("#drawer-retry");
@@ -62,6 +63,7 @@ export function mountDrawer({ api, onRetried, onTemplate }) {
         field(event.status === "failed" ? "Failed" : "Completed", clock(event.completed_at)),
         field("Next run", ["scheduled", "retrying"].includes(event.status) ? clock(event.available_at) : "–"),
         field("Attempts", String(event.attempt_count)),
+        h("div", { class: "field wide source-field" }, h("dt", { text: "Source" }), h("dd", {}, ...sourceDetails(event.source, keyPrefix))),
         event.idempotency_key ? field("Idempotency key", event.idempotency_key, true) : null,
       ),
       h("section", {}, h("h3", { text: "Payload" }), jsonBlock(event.payload)),

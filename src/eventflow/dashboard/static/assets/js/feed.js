@@ -3,6 +3,7 @@
 
 import { $, $$, h } from "./dom.js";
 import { ago, count, shortId, until } from "./format.js";
+import { sourceChip } from "./source.js";
 
 const PAGE = 50;
 const MAX_ROWS = 250;
@@ -51,6 +52,7 @@ export function mountFeed({ api, onOpen }) {
       h("span", { class: "type", text: event.type }),
       h("span", { class: "id mono", text: shortId(event.id) }),
       h("span", { class: "preview mono", text: preview(event) }),
+      sourceChip(event.source),
       h("span", { class: "attempts", title: "Attempts", text: event.attempt_count ? `×${event.attempt_count}` : "" }),
       h("time", { class: "age", datetime: event.created_at, text: when(event) }),
     );

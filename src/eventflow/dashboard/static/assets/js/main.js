@@ -1,4 +1,4 @@
-// EventFlow Prime: wires sign-in, the live stream, cards, chart, feed, drawer and injector.
+// EventFlow Prime: wires sign-in, the live stream, cards, chart, feed, drawer, injector and keys.
 
 import { createApi } from "./api.js";
 import { mountSignIn, revokeSession, session } from "./auth.js";
@@ -8,6 +8,7 @@ import { mountDrawer } from "./drawer.js";
 import { mountFeed } from "./feed.js";
 import { count, rate } from "./format.js";
 import { mountInjector } from "./injector.js";
+import { mountKeys } from "./keys.js";
 import { mountKpis } from "./kpis.js";
 import { startParticles } from "./particles.js";
 import { connectStream } from "./stream.js";
@@ -27,8 +28,10 @@ const signIn = mountSignIn({ api, onSignedIn: begin });
 
 function mountDashboard() {
   const feed = mountFeed({ api, onOpen: (id) => drawer.open(id) });
+  const keys = mountKeys({ api });
   const drawer = mountDrawer({
     api,
+    keyPrefix: (id) => keys.prefixOf(id),
     onRetried: (ids) => feed.markQueued(ids),
     onTemplate: (event) => injector.load(event),
   });
@@ -67,16 +70,19 @@ function mountDashboard() {
   return {
     hello() {
       feed.reload().catch((error) => error.status !== 401 && toast("Could not load events", { tone: "error", detail: error.message }));
+      keys.reload();
     },
     metrics(m) {
       kpis.update(m, chart.update(m.series, m.t));
       feed.setCounts(m.counts);
       feed.tick();
+      keys.tick();
       failedCount = m.counts.failed;
       $("#retry-all").disabled = !failedCount;
     },
     feed({ events }) {
       feed.apply(events);
+      keys.noteEvents(events);
       drawer.changed(events.map((e) => e.id));
     },
     reset() {
@@ -84,6 +90,7 @@ function mountDashboard() {
       feed.clear();
       chart.reset();
       kpis.reset();
+      keys.reset();
     },
   };
 }

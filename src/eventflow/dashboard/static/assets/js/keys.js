@@ -11,8 +11,6 @@ const SCOPES = { ingest: "Sends events", read: "Reads events and stats" };
 // A burst of events sent with keys refreshes "last used" once, not once per event.
 const USE_REFRESH_MS = 5000;
 
-const keysOf = (answer) => (Array.isArray(answer) ? answer : answer?.items || []);
-
 function when(iso, never) {
   return iso ? h("time", { datetime: iso, title: clock(iso), text: ago(iso) }) : h("span", { text: never });
 }
@@ -69,9 +67,9 @@ export function mountKeys({ api }) {
 
   async function reload() {
     const mine = ++generation;
-    const answer = await api.get("/api/v1/keys");
+    const { items } = await api.get("/api/v1/keys");
     if (mine !== generation) return;
-    keys = keysOf(answer);
+    keys = items;
     render();
   }
 
@@ -156,7 +154,7 @@ export function mountKeys({ api }) {
       toast("Key not revoked", { tone: "error", detail: error.message });
     }
     await reloadQuietly();
-    $("#key-name").focus();
+    name.focus();
   });
   form.addEventListener("submit", create);
   name.addEventListener("input", () => name.getAttribute("aria-invalid") === "true" && fieldError(""));

@@ -175,6 +175,45 @@ def test_key_names_and_sources_stay_text(
     assert dialogs == []
 
 
+def test_an_event_from_a_segment_library_names_the_library(
+    dashboard: Dashboard, shared_server: EventflowServer
+) -> None:
+    dashboard.register(new_email())
+    write_key = dashboard.create_key("web-shop", "ingest")
+    dashboard.dismiss_secret()
+    reader = dashboard.create_key("reporting", "read")
+    dashboard.dismiss_secret()
+
+    # What a Segment library sends for one track call: the key as Basic user, no password.
+    message = {
+        "userId": "user-1",
+        "event": "Order Completed",
+        "properties": {"revenue": 42.5},
+        "messageId": f"m-{os.urandom(6).hex()}",
+        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+    }
+    sent = httpx.post(
+        f"{shared_server.url}/v1/track", json=message, auth=(write_key, ""), timeout=10
+    )
+    assert sent.status_code == 200 and sent.json() == {"success": True}, sent.text
+    listed = httpx.get(
+        f"{shared_server.url}/api/v1/events",
+        params={"type": "Order_Completed"},
+        headers={"Authorization": f"Bearer {reader}"},
+        timeout=10,
+    )
+    assert listed.status_code == 200, listed.text
+    (event,) = listed.json()["items"]
+
+    chip = dashboard.row(event["id"]).locator(".source")
+    expect(chip).to_have_text("web-shop")
+    expect(chip).to_have_attribute("title", "Sent with key web-shop by analytics-python 2.4.0")
+    drawer = dashboard.open_drawer(event["id"])
+    source = drawer.locator(".source-field dd")
+    expect(source).to_contain_text("web-shop")
+    expect(source).to_contain_text("SDK analytics-python 2.4.0")
+
+
 def test_the_panel_works_from_the_keyboard_and_reports_api_errors(
     dashboard: Dashboard, shared_server: EventflowServer
 ) -> None:

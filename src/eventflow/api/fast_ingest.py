@@ -56,7 +56,7 @@ class Answer(Response):
     """A lean route's success, its headers written once here rather than worked out by
     ``Response``."""
 
-    def __init__(self, result: dict[str, Any], status: int = 202) -> None:
+    def __init__(self, result: dict[str, Any], status: int) -> None:
         self.status_code = status
         self.background = None
         self.body = body = orjson.dumps(result)
@@ -69,7 +69,8 @@ class LeanHandler:
 
     A subclass says how to ``accept`` a request (its success answer) and may say how to
     ``refuse`` one; ``route`` names the route, whose recorder is
-    ``app.state.ingest_recorders[route]``, and ``status`` is its success status.
+    ``app.state.ingest_recorders[route]``, and ``status`` is its success status (its
+    ``Answer``'s, and the label its recorder counts successes under).
     """
 
     route: str = ""
@@ -140,18 +141,18 @@ class IngestHandler(LeanHandler):
         accept = services.acceptor
         principal = await services.credentials.authenticate(headers.get(b"authorization"), _NEED)
         user_id = principal.user_id
-        source = event_source(principal) if principal.key_id is not None else None
+        source = event_source(principal)
         content_type = headers.get(b"content-type")
         length = headers.get(b"content-length")
         encoding = headers.get(b"content-encoding")
         if self._batch:
             limit = services.settings.max_batch_bytes
             body = await read_limited(receive, length, limit, content_encoding=encoding)
-            return Answer(await accept.batch(user_id, content_type, body, source))
+            return Answer(await accept.batch(user_id, content_type, body, source), self.status)
         limit = accept.single_body_limit
         body = await read_limited(receive, length, limit, content_encoding=encoding)
         key = headers.get(b"idempotency-key")
-        return Answer(await accept.event(user_id, content_type, key, body, source))
+        return Answer(await accept.event(user_id, content_type, key, body, source), self.status)
 
 
 def _accepted_headers(body: bytes) -> list[tuple[bytes, bytes]]:

@@ -63,8 +63,7 @@ class Acceptor:
         """Accept one event; ``source`` is who sent it (``auth.principal.event_source``)."""
         check_json_content_type(content_type)
         idempotency_key = check_idempotency_key(key)
-        event = parse_event(body, self.max_payload_bytes)
-        event.source = source
+        event = parse_event(body, self.max_payload_bytes, source)
         if self.limiter is not None:
             await self.limiter.ingest(user_id, 1)
         (stored,) = await self.sink.submit(user_id, [event], idempotency_key)
@@ -82,10 +81,7 @@ class Acceptor:
         self, user_id: str, content_type: str | None, body: bytes, source: str | None = None
     ) -> dict[str, Any]:
         check_json_content_type(content_type)
-        events = parse_batch(body, self.max_payload_bytes)
-        if source is not None:
-            for event in events:
-                event.source = source
+        events = parse_batch(body, self.max_payload_bytes, source)
         stored = await self.store(user_id, events)
         return {
             "accepted": len(stored),

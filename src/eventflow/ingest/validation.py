@@ -127,17 +127,19 @@ def check_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def parse_event(body: bytes, max_payload_bytes: int) -> ValidEvent:
+def parse_event(body: bytes, max_payload_bytes: int, source: str | None = None) -> ValidEvent:
+    """The event of a ``POST /events`` body; ``source`` is who sent it."""
     try:
         event = EVENT_IN.validate_json(body)
     except ValidationError as exc:
         raise _validation_error(exc, body) from exc
     payload = _encode(event, max_payload_bytes, ())
     check_body(body, (event,), (payload,), ((),), envelope_members=0)
-    return ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
+    return ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0), None, source)
 
 
-def parse_batch(body: bytes, max_payload_bytes: int) -> list[ValidEvent]:
+def parse_batch(body: bytes, max_payload_bytes: int, source: str | None = None) -> list[ValidEvent]:
+    """The events of a ``POST /events/batch`` body, in order; ``source`` is who sent them."""
     try:
         batch = BATCH_IN.validate_json(body)
     except ValidationError as exc:
@@ -149,7 +151,7 @@ def parse_batch(body: bytes, max_payload_bytes: int) -> list[ValidEvent]:
     ]
     check_body(body, events, payloads, locs, envelope_members=1)
     return [
-        ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0))
+        ValidEvent(event["type"], payload.decode(), event.get("delay_ms", 0), None, source)
         for event, payload in zip(events, payloads, strict=True)
     ]
 

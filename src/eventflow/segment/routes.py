@@ -78,7 +78,7 @@ class SegmentHandler(LeanHandler):
         if events:
             # Answered once the writer has committed the rows, as every ingest route is.
             await acceptor.store(principal.user_id, events)
-        return Answer(_SUCCESS, 200)
+        return Answer(_SUCCESS, self.status)
 
     def refuse(self, exc: Exception) -> Response:
         error = refusal_error(exc)

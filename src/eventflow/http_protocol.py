@@ -16,6 +16,7 @@ from uvicorn.server import ServerState
 from eventflow.api.problems import problem_response
 from eventflow.api.request_log import HEADER as REQUEST_ID_HEADER
 from eventflow.config import Settings
+from eventflow.held_writes import HeldWrites
 from eventflow.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Every write of the connection, uvicorn's and the refusals below, leaves at the end of
+        # the event loop's round (held_writes.py): one send per response.
+        super().connection_made(HeldWrites(transport, self.loop))
         if len(self.connections) > self._limits.max_connections:
             self._state = _FULL
         self._begin()

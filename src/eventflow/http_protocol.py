@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from eventflow.api.ingest_lane import IngestLane, LaneRequest
 from eventflow.api.problems import problem_response
 from eventflow.api.request_log import HEADER as REQUEST_ID_HEADER
 from eventflow.config import Settings
@@ -64,6 +66,11 @@ class LimitedConfig(uvicorn.Config):
     def __init__(self, app: ASGIApp | str, limits: HttpLimits, **kwargs: Any) -> None:
         super().__init__(app, http=LimitedHttpProtocol, **kwargs)
         self.limits = limits
+        self.lane: IngestLane | None = None
+
+    def load(self) -> None:
+        super().load()
+        self.lane = IngestLane.of(self.loaded_app)
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -76,7 +83,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # Slots, not the instance dict: uvicorn's protocol has nearly 30 attributes, and past 30 an
     # instance dict stops sharing its keys, which slows every attribute access, uvicorn's too.
-    __slots__ = ("_deadline", "_head_bytes", "_limits", "_linger", "_started", "_state")
+    __slots__ = (
+        "_deadline",
+        "_head_bytes",
+        "_lane",
+        "_lane_request",
+        "_limits",
+        "_linger",
+        "_started",
+        "_state",
+    )
 
     def __init__(
         self,
@@ -89,6 +105,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not isinstance(config, LimitedConfig):
             raise TypeError("LimitedHttpProtocol is served with a LimitedConfig")
         self._limits = config.limits
+        self._lane = config.lane
+        # The request on the ingest lane whose body is being read (api/ingest_lane.py).
+        self._lane_request: LaneRequest | None = None
         self._state = _HEAD
         self._head_bytes = 0  # received while the current head was incomplete
         self._started: float | None = None  # when the current request began
@@ -144,11 +163,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         if self._started is None:  # pipelined: it began in the read that ended the last one
             self._begin()
+        lane = self._lane
+        cycle = self.cycle
+        if lane is not None and not self.pipeline and (cycle is None or cycle.response_complete):
+            parser = self.parser
+            keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+            request = lane.open(parser.get_method(), self.url, self.headers, keep_alive, cycle)
+            if request is not None:
+                self._lane_request = self.cycle = request  # type: ignore[assignment]
+                return
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if self._state == _BODY:
-            HttpToolsProtocol.on_body(self, body)
+            if self._lane_request is not None:
+                self._lane_request.body += body
+            else:
+                HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         if self._state == _REFUSED:
@@ -156,6 +187,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._state = _HEAD
         self._head_bytes = 0
         self._started = None
+        request = self._lane_request
+        if request is not None:
+            self._lane_request = None
+            assert self._lane is not None
+            if self._lane.start(request, partial(self._answer_lane, request)):
+                return
+            # Not for the lane after all: the ordinary way takes the request from here.
+            self.cycle = request.previous
+            HttpToolsProtocol.on_headers_complete(self)
+            if request.body:
+                HttpToolsProtocol.on_body(self, bytes(request.body))
         HttpToolsProtocol.on_message_complete(self)
         # uvicorn arms its keep-alive timer when a response completes and disarms it on input:
         # after an early answer (a 401 before the body was read) nothing would arm it again.
@@ -164,6 +206,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    def _answer_lane(self, request: LaneRequest, future: asyncio.Future[Any]) -> None:
+        assert self._lane is not None
+        answer = self._lane.answer(request, future, self.server_state.default_headers, self.client)
+        request.response_started = request.response_complete = True
+        if self.transport.is_closing():
+            return  # the client is gone
+        self.transport.write(answer)
+        if not request.keep_alive:
+            self.transport.close()
+        # As uvicorn's cycle ends: count it, start a pipelined request or arm the keep-alive.
+        self.on_response_complete()
 
     def _on_deadline(self) -> None:
         self._deadline = None

@@ -153,6 +153,32 @@ async def test_unknown_malformed_and_foreign_credentials_are_401() -> None:
             await check.authenticate(header, Scope.INGEST)
 
 
+async def test_known_answers_from_the_caches_alone_and_only_what_authenticate_admits() -> None:
+    store = CountingKeys()
+    check, tokens, setup = await _authenticator(store)
+    token = "Bearer " + tokens.issue(ADA).access_token
+    ingest, _ = await stored_key(store, "ingest")
+    read, _ = await stored_key(store, "read")
+    headers = (token, f"Bearer {ingest}", basic(f"{ingest}:"), f"Bearer {read}")
+    # Nothing cached yet: neither the account nor the keys.
+    assert [check.known(h, Scope.INGEST) for h in headers] == [None] * 4
+    for header in headers[:3]:
+        await check.authenticate(header, Scope.INGEST)
+    await check.authenticate(f"Bearer {read}", Scope.READ)
+    lookups = store.lookups
+    for header in headers[:3]:
+        known = check.known(header, Scope.INGEST)
+        assert known == await check.authenticate(header, Scope.INGEST)
+    assert store.lookups == lookups  # no lookup by known()
+    assert check.known(f"Bearer {read}", Scope.INGEST) is None  # a 403 to give: not known
+    for bad in (None, "", "Token x", "Bearer not-a-jwt", f"Bearer {new_key().key}", "Basic !!!"):
+        assert check.known(bad, Scope.INGEST) is None
+    changed = await setup.users.set_disabled(ADA, True)
+    assert changed is not None
+    setup.accounts.apply(changed)  # as the account poll does
+    assert [check.known(h, Scope.INGEST) for h in headers] == [None] * 4
+
+
 async def test_a_verified_key_is_a_dict_lookup_until_revoked() -> None:
     store = CountingKeys()
     ring = KeyRing(store, clock=Clock())

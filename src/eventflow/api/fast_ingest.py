@@ -219,11 +219,12 @@ class DirectIngest:
 
     def __init__(self, app: FastAPI, handlers: dict[str, LeanHandler]) -> None:
         self.app = app
-        self._handlers = handlers
+        #: Each lean route's path, and its handler.
+        self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self._handlers.get(scope["path"])
+            handler = self.handlers.get(scope["path"])
             if handler is not None:
                 headers = request_headers(scope)
                 if b"origin" not in headers:

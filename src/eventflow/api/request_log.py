@@ -47,11 +47,14 @@ class RequestLog:
         try:
             await self.app(scope, receive, answer)
         finally:
-            # Asked per request, not at start-up: the level may be changed while serving.
-            if self._access and access_log.isEnabledFor(logging.INFO):
+            if self.writes_access_lines():
                 # No answer started: the app failed, and the server answers 500.
-                _access_line(scope, answer.status or 500, started, rid)
+                access_line(scope, answer.status or 500, started, rid)
             REQUEST_ID.reset(token)
+
+    def writes_access_lines(self) -> bool:
+        # Asked per request, not at start-up: the level may be changed while serving.
+        return self._access and access_log.isEnabledFor(logging.INFO)
 
 
 class _WithId:
@@ -72,7 +75,8 @@ class _WithId:
         await self._send(message)
 
 
-def _access_line(scope: Scope, status: int, started: float, rid: str) -> None:
+def access_line(scope: Scope, status: int, started: float, rid: str) -> None:
+    """The access line of a request (``started`` by ``time.perf_counter``)."""
     duration_ms = (time.perf_counter() - started) * 1000
     path: str = scope["path"]
     if len(path) > _MAX_PATH_CHARS:

@@ -102,13 +102,16 @@ class AccountStates:
             and claims.jti not in self._revoked
         )
 
+    def settled(self, user_id: str, session: TokenClaims | None) -> bool:
+        """The two dict lookups that settle nearly every request: True if they admit it."""
+        if session is not None:
+            return self.admits(session)
+        return user_id in self._generations
+
     async def ensure(self, user_id: str, session: TokenClaims | None) -> None:
-        """``check``, after the two dict lookups that settle nearly every request."""
-        if session is not None and self.admits(session):
-            return
-        if session is None and user_id in self._generations:
-            return
-        await self.check(user_id, session)
+        """``check``, unless ``settled`` admits the request."""
+        if not self.settled(user_id, session):
+            await self.check(user_id, session)
 
     async def check(self, user_id: str, session: TokenClaims | None) -> None:
         """``Unauthorized`` unless the account is active and ``session`` was not signed out.

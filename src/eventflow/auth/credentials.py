@@ -15,7 +15,7 @@ from eventflow.auth.accounts import AccountStates
 from eventflow.auth.keys import KEY_PREFIX, KeyRing
 from eventflow.auth.principal import Principal, Scope
 from eventflow.auth.tokens import TokenService
-from eventflow.errors import Forbidden, Unauthorized
+from eventflow.errors import EventflowError, Forbidden, Unauthorized
 
 MISSING = (
     "Missing credentials: send 'Authorization: Bearer <token or API key>', or the API key "
@@ -87,3 +87,25 @@ class Authenticator:
         if principal.scope is not need:
             raise forbidden(principal, need)
         return principal
+
+    def known(self, authorization: str | None, need: Scope) -> Principal | None:
+        """What ``authenticate`` would answer when this process's caches settle it and it is a
+        principal allowed ``need``; None for everything else (``authenticate`` then says why)."""
+        try:
+            scheme, credentials = split_authorization(authorization)
+            if scheme == "bearer" and not credentials.startswith(KEY_PREFIX):
+                claims = self._tokens.verify(credentials)
+                if not self._accounts.settled(claims.user_id, claims):
+                    return None
+                return Principal(claims.user_id, Scope.USER, session=claims)
+            if scheme == "bearer":
+                principal = self.keys.cached(credentials)
+            elif scheme == "basic":
+                principal = self.keys.cached(basic_key(credentials))
+            else:
+                return None
+        except EventflowError:
+            return None
+        if principal is None or principal.scope is not need:
+            return None
+        return principal if self._accounts.settled(principal.user_id, None) else None

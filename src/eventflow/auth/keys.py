@@ -133,15 +133,22 @@ class KeyRing:
         with contextlib.suppress(Exception):
             await self._store.mark_used(self._take_used())
 
+    def cached(self, key: str) -> Principal | None:
+        """Who ``key`` acts for if this process verified it already (noting its use), else None."""
+        found = self._verified.get(key)
+        if found is None:
+            return None
+        now = self._clock()
+        if now - found.marked_at >= MARK_USED_EVERY_MS:
+            found.marked_at = now
+            self._used[found.principal.key_id or ""] = now
+        return found.principal
+
     async def principal(self, key: str) -> Principal:
         """Who ``key`` acts for; ``Unauthorized`` for a malformed, unknown or revoked key."""
-        found = self._verified.get(key)
+        found = self.cached(key)
         if found is not None:
-            now = self._clock()
-            if now - found.marked_at >= MARK_USED_EVERY_MS:
-                found.marked_at = now
-                self._used[found.principal.key_id or ""] = now
-            return found.principal
+            return found
         if not is_key(key):
             raise Unauthorized(INVALID_KEY)
         row = await self._store.by_hash(key_hash(key))

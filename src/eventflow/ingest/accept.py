@@ -21,6 +21,13 @@ from eventflow.ingest.validation import (
     parse_event,
 )
 
+
+def accepted(stored: StoredEvent) -> dict[str, Any]:
+    """The 202 body of one stored event."""
+    # Status is a StrEnum: the member is its text (orjson writes it as such).
+    return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
+
+
 # Room for the envelope (type, delay, whitespace) around a payload of the largest size.
 _ENVELOPE_SLACK = 16 * 1024
 
@@ -61,14 +68,19 @@ class Acceptor:
         source: str | None = None,
     ) -> dict[str, Any]:
         """Accept one event; ``source`` is who sent it (``auth.principal.event_source``)."""
-        check_json_content_type(content_type)
-        idempotency_key = check_idempotency_key(key)
-        event = parse_event(body, self.max_payload_bytes, source)
+        event, idempotency_key = self.prepare(content_type, key, body, source)
         if self.limiter is not None:
             await self.limiter.ingest(user_id, 1)
         (stored,) = await self.sink.submit(user_id, [event], idempotency_key)
-        # Status is a StrEnum: the member is its text (orjson writes it as such).
-        return {"id": stored.id, "status": stored.status, "created_at": iso(stored.created_at)}
+        return accepted(stored)
+
+    def prepare(
+        self, content_type: str | None, key: str | None, body: bytes, source: str | None
+    ) -> tuple[ValidEvent, str | None]:
+        """One event's request checked: the event and its idempotency key, or a 4xx raised."""
+        check_json_content_type(content_type)
+        idempotency_key = check_idempotency_key(key)
+        return parse_event(body, self.max_payload_bytes, source), idempotency_key
 
     async def store(self, user_id: str, events: Sequence[ValidEvent]) -> Sequence[StoredEvent]:
         """Store validated events together, the limit charged for each (batches, and the

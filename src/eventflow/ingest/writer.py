@@ -117,6 +117,15 @@ class GroupCommitWriter:
         self, user_id: str, items: Sequence[ValidEvent], idempotency_key: str | None = None
     ) -> list[StoredEvent]:
         """Store ``items`` for ``user_id``; returns once committed, in the same order."""
+        # A client that disconnects cancels only this future of its own; the write that the
+        # group shares runs in the writer's task and skips futures that are already done.
+        return await self.enqueue(user_id, items, idempotency_key)
+
+    def enqueue(
+        self, user_id: str, items: Sequence[ValidEvent], idempotency_key: str | None = None
+    ) -> asyncio.Future[list[StoredEvent]]:
+        """``submit`` without waiting: the future is done once the events are committed (or
+        failed); a refusal (shutting down, a dependency down, overload) is raised at once."""
         if self._closing:
             raise ServiceUnavailable("EventFlow is shutting down; retry shortly", retry_after=2)
         refusal = self.dependencies.refusal()
@@ -134,9 +143,7 @@ class GroupCommitWriter:
         self._pending.append(pending)
         self._waiting_events += len(items)
         self._wakeup.set()
-        # A client that disconnects cancels only this future of its own; the write that the
-        # group shares runs in the writer's task and skips futures that are already done.
-        return await pending.done
+        return pending.done
 
     async def _flush_loop(self) -> None:
         while True:

@@ -192,6 +192,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._lane_request = None
             assert self._lane is not None
             if self._lane.start(request, partial(self._answer_lane, request)):
+                # Only a request leaving the lane needs it; kept, each request would hold the
+                # one before it for as long as the connection lives.
+                request.previous = None
                 return
             # Not for the lane after all: the ordinary way takes the request from here.
             self.cycle = request.previous

@@ -278,3 +278,18 @@ async def test_nothing_is_written_for_a_client_gone_before_the_commit() -> None:
     lane.commit()
     await _rounds()
     assert [kind for kind, _ in log] == ["close"]
+
+
+async def test_a_kept_alive_connection_holds_no_earlier_lane_request() -> None:
+    lane, app = FakeLane(), App()
+    protocol, log = _connect(lane, app)
+    for _ in range(3):
+        protocol.data_received(_request(path="/lane"))
+        await _rounds()
+        lane.commit()
+        await _rounds()
+    assert _written(log).count(b"lane") == 3
+    # Each answered request stays the connection's cycle until the next one: it must not keep
+    # the one before it alive (memory that would grow with every request on the connection).
+    assert isinstance(protocol.cycle, LaneRequest) and protocol.cycle.previous is None
+    protocol.connection_lost(None)

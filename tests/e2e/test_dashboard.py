@@ -192,10 +192,12 @@ def test_a_401_sends_the_user_back_to_sign_in(
     browser: Browser, own_server: EventflowServer
 ) -> None:
     with Dashboard.open(browser, own_server.url) as dashboard:
-        # The server going away on purpose: the refused connections are expected noise.
+        # The server going away on purpose: the refused, unanswered or reset connections are
+        # expected noise.
         dashboard.expected_errors += [
             "ERR_CONNECTION_REFUSED",
             "ERR_EMPTY_RESPONSE",
+            "ERR_CONNECTION_RESET",
             "status of 401",
         ]
         dashboard.register(new_email())

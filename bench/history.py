@@ -13,6 +13,7 @@ over ``duration`` seconds without dashboards and again with ``history_dashboards
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -55,13 +56,15 @@ async def _steady_ingest(
     port: int, accounts: Sequence[Account], rate: float
 ) -> AsyncIterator[_Sent]:
     """Single events at ``rate`` over the block, round the accounts, each on a connection of
-    its own."""
+    its own. When the block ends, the request in flight is answered before it returns: an event
+    already sent is stored even if its client leaves, so the load has stopped only then."""
     sent = _Sent()
+    stop = asyncio.Event()
 
     async def send() -> None:
         body = single_body()
         due = time.monotonic()
-        while True:
+        while not stop.is_set():
             token = accounts[(sent.accepted + sent.refused) % len(accounts)].token
             try:
                 reply = await post_json(port, SINGLE_PATH, body, token, timeout_s=10)
@@ -73,14 +76,15 @@ async def _steady_ingest(
             # Paced from the schedule, not from the answer: a slow answer is not made up for
             # by a burst, and a late one is not waited for twice.
             due = max(due + 1 / rate, time.monotonic() - 1)
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
 
     started = time.monotonic()
     task = asyncio.create_task(send())
     try:
         yield sent
     finally:
-        task.cancel()
+        stop.set()
         await asyncio.gather(task, return_exceptions=True)
         sent.seconds = time.monotonic() - started
 

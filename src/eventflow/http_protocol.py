@@ -6,7 +6,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
-from http import HTTPStatus
 from typing import Any
 
 import uvicorn
@@ -14,7 +13,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from eventflow.api.ingest_lane import IngestLane, LaneRequest
+from eventflow.api.ingest_lane import IngestLane, LaneRequest, raw_answer
 from eventflow.api.problems import problem_response
 from eventflow.api.request_log import HEADER as REQUEST_ID_HEADER
 from eventflow.config import Settings
@@ -167,9 +166,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if lane is not None and not self.pipeline and (cycle is None or cycle.response_complete):
             parser = self.parser
-            keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-            request = lane.open(parser.get_method(), self.url, self.headers, keep_alive, cycle)
+            request = lane.open(parser.get_method(), self.url, self.headers, cycle)
             if request is not None:
+                # As uvicorn decides it for its cycle.
+                request.keep_alive = (
+                    parser.get_http_version() != "1.0" and parser.should_keep_alive()
+                )
                 self._lane_request = self.cycle = request  # type: ignore[assignment]
                 return
         HttpToolsProtocol.on_headers_complete(self)
@@ -299,14 +301,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if transport.is_closing():
             return
         problem = problem_response(status, title, detail, slug=slug)
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
-        head += [
-            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
-        ]
-        # The problem's own headers: its type and length, and those every response carries.
-        head += [name + b": " + value + b"\r\n" for name, value in problem.raw_headers]
-        head += [*extra, b"x-request-id: " + rid.encode() + b"\r\n", b"connection: close\r\n\r\n"]
-        transport.write(b"".join([*head, bytes(problem.body)]))
+        default_headers = self.server_state.default_headers
+        transport.write(raw_answer(problem, default_headers, rid, *extra, close=True))
         if not transport.can_write_eof():
             transport.close()
             return

@@ -92,23 +92,23 @@ def _head(*extra: str) -> list[tuple[bytes, bytes]]:
 
 async def test_open_takes_only_requests_that_need_nothing_else() -> None:
     lane, _, _ = _lane()
-    assert lane.open(b"POST", b"/api/v1/events", _head(), True, None) is not None
-    assert lane.open(b"GET", b"/api/v1/events", _head(), True, None) is None
-    assert lane.open(b"POST", b"/api/v1/events?x=1", _head(), True, None) is None
-    assert lane.open(b"POST", b"/api/v1/events/batch", _head(), True, None) is None
+    assert lane.open(b"POST", b"/api/v1/events", _head(), None) is not None
+    assert lane.open(b"GET", b"/api/v1/events", _head(), None) is None
+    assert lane.open(b"POST", b"/api/v1/events?x=1", _head(), None) is None
+    assert lane.open(b"POST", b"/api/v1/events/batch", _head(), None) is None
     for extra in ("origin: https://a.example", "expect: 100-continue", "content-encoding: gzip"):
-        assert lane.open(b"POST", b"/api/v1/events", _head(extra), True, None) is None, extra
+        assert lane.open(b"POST", b"/api/v1/events", _head(extra), None) is None, extra
     chunked = [(b"transfer-encoding", b"chunked")]
-    assert lane.open(b"POST", b"/api/v1/events", chunked, True, None) is None
+    assert lane.open(b"POST", b"/api/v1/events", chunked, None) is None
     too_long = [(b"content-length", b"1001")]
-    assert lane.open(b"POST", b"/api/v1/events", too_long, True, None) is None
+    assert lane.open(b"POST", b"/api/v1/events", too_long, None) is None
 
 
 async def test_start_leaves_what_it_cannot_accept_at_once_to_the_ordinary_way() -> None:
     lane, writer, _ = _lane()
 
     def started(*headers: str) -> bool:
-        request = lane.open(b"POST", b"/api/v1/events", _head(*headers), True, None)
+        request = lane.open(b"POST", b"/api/v1/events", _head(*headers), None)
         assert request is not None
         request.body += EVENT
         return lane.start(request, lambda future: None)
@@ -125,8 +125,9 @@ async def test_start_leaves_what_it_cannot_accept_at_once_to_the_ordinary_way() 
 @pytest.mark.parametrize("keep_alive", [True, False])
 async def test_answer_is_the_ordinary_202_with_the_request_id(keep_alive: bool) -> None:
     lane, _, recorder = _lane()
-    request = lane.open(b"POST", b"/api/v1/events", _head("x-request-id: r-1"), keep_alive, None)
+    request = lane.open(b"POST", b"/api/v1/events", _head("x-request-id: r-1"), None)
     assert request is not None
+    request.keep_alive = keep_alive
     future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
     future.set_result([STORED])
     answer = lane.answer(request, future, [(b"date", b"today")], ("127.0.0.1", 1))
@@ -143,7 +144,7 @@ async def test_answer_is_the_ordinary_202_with_the_request_id(keep_alive: bool) 
 
 async def test_answer_of_a_failed_commit_is_the_writers_503() -> None:
     lane, _, recorder = _lane()
-    request = lane.open(b"POST", b"/api/v1/events", _head(), True, None)
+    request = lane.open(b"POST", b"/api/v1/events", _head(), None)
     assert request is not None
     future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
     future.set_exception(ServiceUnavailable("The database is unreachable", retry_after=1))
@@ -161,8 +162,8 @@ class FakeLane:
         self.accept = accept
         self.pending: list[tuple[LaneRequest, Callable[[Any], None]]] = []
 
-    def open(self, method: bytes, url: bytes, headers: Any, keep_alive: bool, previous: Any) -> Any:
-        return LaneRequest({}, keep_alive, previous) if url == b"/lane" else None
+    def open(self, method: bytes, url: bytes, headers: Any, previous: Any) -> Any:
+        return LaneRequest({}, previous) if url == b"/lane" else None
 
     def start(self, request: LaneRequest, done: Callable[[Any], None]) -> bool:
         if self.accept:

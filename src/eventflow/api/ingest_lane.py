@@ -28,11 +28,11 @@ from typing import Any
 from starlette.responses import Response
 
 from eventflow.api.fast_ingest import SINGLE, Answer, DirectIngest
+from eventflow.api.ingest_metrics import RouteRecorder
 from eventflow.api.request_log import RequestLog, access_line
 from eventflow.auth.principal import Scope as Need
 from eventflow.auth.principal import event_source
 from eventflow.db.rows import StoredEvent
-from eventflow.errors import ServiceUnavailable
 from eventflow.ingest.accept import accepted
 from eventflow.logs import request_id
 from eventflow.services import Services
@@ -74,9 +74,10 @@ class LaneRequest:
     )
     message_event = _NoEvent()
 
-    def __init__(self, headers: dict[bytes, bytes], keep_alive: bool, previous: Any) -> None:
+    def __init__(self, headers: dict[bytes, bytes], previous: Any) -> None:
         self.headers = headers
-        self.keep_alive = keep_alive
+        #: Set by the protocol once the lane takes the request; a shutdown clears it.
+        self.keep_alive = True
         #: The connection's cycle before this request (None or answered): restored if the
         #: request leaves the lane for the ordinary way.
         self.previous = previous
@@ -94,6 +95,10 @@ class IngestLane:
         self._app = direct.app
         self._path = path
         self._url = path.encode()
+        # The app's services and the route's recorder, read from its state once they are there
+        # (its lifespan puts them there after the lane is built).
+        self._services: Services | None = None
+        self._recorder: RouteRecorder | None = None
 
     @classmethod
     def of(cls, app: object) -> IngestLane | None:
@@ -106,13 +111,18 @@ class IngestLane:
         return None
 
     def open(
-        self, method: bytes, url: bytes, headers: Headers, keep_alive: bool, previous: Any
+        self, method: bytes, url: bytes, headers: Headers, previous: Any
     ) -> LaneRequest | None:
         """A lane request for a head that may take the lane, else None."""
         if url != self._url or method != b"POST":
             return None
-        services: Services | None = getattr(self._app.state, "services", None)
-        if services is None or services.acceptor.limiter is not None:
+        services = self._services
+        if services is None:
+            services = self._services = getattr(self._app.state, "services", None)
+            if services is None:
+                return None  # not started yet
+            self._recorder = self._app.state.ingest_recorders[SINGLE.route]
+        if services.acceptor.limiter is not None:
             return None
         read: dict[bytes, bytes] = {}
         for name, value in headers:
@@ -125,14 +135,15 @@ class IngestLane:
             return None
         if int(length) > services.acceptor.single_body_limit:
             return None
-        return LaneRequest(read, keep_alive, previous)
+        return LaneRequest(read, previous)
 
     def start(
         self, request: LaneRequest, done: Callable[[asyncio.Future[list[StoredEvent]]], None]
     ) -> bool:
         """Hand the request's event to the writer, ``done`` called once committed; False if
         the lane cannot accept it at once (the ordinary way then answers it)."""
-        services: Services = self._app.state.services
+        services = self._services
+        assert services is not None  # open() found them
         headers = request.headers
         principal = services.credentials.known(_text(headers.get(b"authorization")), Need.INGEST)
         if principal is None:
@@ -159,11 +170,10 @@ class IngestLane:
     ) -> bytes:
         """The whole answer to ``request``: 202, or the writer's refusal; its metrics and
         access line are written as the ordinary way writes them."""
-        recorder = self._app.state.ingest_recorders[SINGLE.route]
+        recorder = self._recorder
+        assert recorder is not None  # open() found it
         response: Response
         try:
-            if future.cancelled():
-                raise ServiceUnavailable("EventFlow is shutting down; retry shortly", retry_after=2)
             (stored,) = future.result()
         except Exception as exc:
             response = SINGLE.refuse(exc)
@@ -176,14 +186,24 @@ class IngestLane:
         if self._log.writes_access_lines():
             scope = {"method": "POST", "path": self._path, "client": client}
             access_line(scope, response.status_code, request.started, rid)
-        head = [_STATUS_LINES[response.status_code]]
-        head += [name + b": " + value + b"\r\n" for name, value in default_headers]
-        head += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
-        head.append(b"x-request-id: " + rid.encode() + b"\r\n")
-        if not request.keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", bytes(response.body)]
-        return b"".join(head)
+        return raw_answer(response, default_headers, rid, close=not request.keep_alive)
+
+
+def raw_answer(
+    response: Response, default_headers: Headers, rid: str, *extra: bytes, close: bool
+) -> bytes:
+    """``response`` as the bytes of an HTTP/1.1 answer, written as uvicorn writes one: the
+    server's default headers, the response's, any ``extra`` header lines, its request id, and
+    ``connection: close`` if the connection ends with it. The protocol's own refusals are
+    written with it too."""
+    head = [_STATUS_LINES[response.status_code]]
+    head += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    head += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
+    head += [*extra, b"x-request-id: " + rid.encode() + b"\r\n"]
+    if close:
+        head.append(b"connection: close\r\n")
+    head += [b"\r\n", bytes(response.body)]
+    return b"".join(head)
 
 
 def _text(value: bytes | None) -> str | None:

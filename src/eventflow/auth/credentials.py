@@ -14,7 +14,7 @@ from base64 import b64decode
 from eventflow.auth.accounts import AccountStates
 from eventflow.auth.keys import KEY_PREFIX, KeyRing
 from eventflow.auth.principal import Principal, Scope
-from eventflow.auth.tokens import TokenService
+from eventflow.auth.tokens import TokenClaims, TokenService
 from eventflow.errors import EventflowError, Forbidden, Unauthorized
 
 MISSING = (
@@ -70,18 +70,24 @@ class Authenticator:
         self._accounts = accounts
         self.keys = keys
 
-    async def authenticate(self, authorization: str | None, need: Scope) -> Principal:
+    def _read(self, authorization: str | None) -> TokenClaims | str:
+        """A verified token's claims, or the API key the header carries (not looked up yet);
+        ``Unauthorized`` for anything else."""
         scheme, credentials = split_authorization(authorization)
         if scheme == "bearer":
-            if not credentials.startswith(KEY_PREFIX):
-                claims = self._tokens.verify(credentials)
-                await self._accounts.ensure(claims.user_id, claims)
-                return Principal(claims.user_id, Scope.USER, session=claims)
-            principal = await self.keys.principal(credentials)
-        elif scheme == "basic":
-            principal = await self.keys.principal(basic_key(credentials))
-        else:
-            raise Unauthorized(MALFORMED)
+            if credentials.startswith(KEY_PREFIX):
+                return credentials
+            return self._tokens.verify(credentials)
+        if scheme == "basic":
+            return basic_key(credentials)
+        raise Unauthorized(MALFORMED)
+
+    async def authenticate(self, authorization: str | None, need: Scope) -> Principal:
+        read = self._read(authorization)
+        if not isinstance(read, str):
+            await self._accounts.ensure(read.user_id, read)
+            return Principal(read.user_id, Scope.USER, session=read)
+        principal = await self.keys.principal(read)
         # The account's state first: a key of a disabled account is refused, not "forbidden".
         await self._accounts.ensure(principal.user_id, None)
         if principal.scope is not need:
@@ -92,20 +98,13 @@ class Authenticator:
         """What ``authenticate`` would answer when this process's caches settle it and it is a
         principal allowed ``need``; None for everything else (``authenticate`` then says why)."""
         try:
-            scheme, credentials = split_authorization(authorization)
-            if scheme == "bearer" and not credentials.startswith(KEY_PREFIX):
-                claims = self._tokens.verify(credentials)
-                if not self._accounts.settled(claims.user_id, claims):
-                    return None
-                return Principal(claims.user_id, Scope.USER, session=claims)
-            if scheme == "bearer":
-                principal = self.keys.cached(credentials)
-            elif scheme == "basic":
-                principal = self.keys.cached(basic_key(credentials))
-            else:
-                return None
+            read = self._read(authorization)
         except EventflowError:
             return None
+        if not isinstance(read, str):
+            settled = self._accounts.settled(read.user_id, read)
+            return Principal(read.user_id, Scope.USER, session=read) if settled else None
+        principal = self.keys.cached(read)
         if principal is None or principal.scope is not need:
             return None
         return principal if self._accounts.settled(principal.user_id, None) else None

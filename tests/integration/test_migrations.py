@@ -32,7 +32,7 @@ async def _tables(url: str) -> set[str]:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
     finally:
         await engine.dispose()
-    assert version == "0009"
+    assert version == "0010"
     return set(names)
 
 

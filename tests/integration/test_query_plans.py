@@ -39,12 +39,13 @@ async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEn
     stores = build_stores(engine)
     queue, upkeep = stores.queue, stores.upkeep
     checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-        ("ix_events_due", lambda: queue.claim_due(100, "w", 1000)),
-        ("ix_events_due", lambda: upkeep.promote_scheduled()),
-        ("ix_events_due", lambda: upkeep.take_undispatched(1000)),
-        ("ix_events_due", queue.queue_depth),
-        ("ix_events_due", stores.ingest.queue_depth),
-        ("ix_events_due", lambda: queue.backlog(1000)),
+        ("ix_events_ready", lambda: queue.claim_due(100, "w", 1000)),
+        ("ix_events_scheduled", lambda: upkeep.promote_scheduled()),
+        ("ix_events_unhinted", lambda: upkeep.take_unhinted()),
+        ("ix_events_ready", lambda: upkeep.take_overdue(1000)),
+        ("ix_events_ready", queue.queue_depth),
+        ("ix_events_ready", stores.ingest.queue_depth),
+        ("ix_events_ready", lambda: queue.backlog(1000)),
         ("ix_events_lease", lambda: upkeep.reclaim_expired(5)),
         ("ix_events_lease", lambda: queue.release("w")),
     ]

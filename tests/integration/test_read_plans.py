@@ -34,7 +34,13 @@ Judge = Callable[[str], str | None]
 
 #: Indexes without completed rows: what is waiting, running or failed (a listing may sort what
 #: it finds in them). The others hold every event of a user, or of everyone.
-OPEN_WORK = ("ix_events_user_status", "ix_events_due", "ix_events_lease")
+OPEN_WORK = (
+    "ix_events_user_status",
+    "ix_events_ready",
+    "ix_events_scheduled",
+    "ix_events_unhinted",
+    "ix_events_lease",
+)
 HISTORY = ("pk_events", "ix_events_user_id_id", "ix_events_user_id_type_id", "ix_events_finished")
 
 

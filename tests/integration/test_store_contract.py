@@ -73,8 +73,10 @@ class Under:
     keys: KeyStores
     user_id: str = ""
 
-    async def add(self, status: Status = Status.QUEUED, key: str | None = None) -> NewEvent:
-        now = now_ms()
+    async def add(
+        self, status: Status = Status.QUEUED, key: str | None = None, ago_ms: int = 0
+    ) -> NewEvent:
+        now = now_ms() - ago_ms
         due = now - 1 if status is Status.SCHEDULED else now
         event = NewEvent(new_id(), self.user_id, "A", '{"n": 1}', status, due, now, key)
         await self.ingest.insert_many([event])
@@ -307,12 +309,23 @@ async def test_renewed_leases_survive_and_released_events_take_no_outcome(under:
     assert (row.status, row.attempts) == (Status.QUEUED, 0)
 
 
-async def test_lost_hints_are_taken_once_per_window(under: Under) -> None:
+async def test_events_without_a_hint_are_taken_once(under: Under) -> None:
     event = await under.add()
-    assert await under.upkeep.take_undispatched(60_000) == [], "hinted at insert"
+    assert await under.upkeep.take_unhinted() == [], "hinted at insert"
     await under.ingest.forget_dispatch([event.id])
-    assert await under.upkeep.take_undispatched(60_000) == [event.id]
-    assert await under.upkeep.take_undispatched(60_000) == []
+    assert await under.upkeep.take_unhinted() == [event.id]
+    assert await under.upkeep.take_unhinted() == []
+    assert await under.upkeep.take_overdue(60_000) == [], "hinted again just now"
+
+
+async def test_hints_older_than_the_window_are_taken_once_per_window(under: Under) -> None:
+    old = await under.add(ago_ms=120_000)
+    middle = await under.add(ago_ms=30_000)
+    await under.add()
+    assert await under.upkeep.take_unhinted() == []
+    assert await under.upkeep.take_overdue(60_000) == [old.id]
+    assert await under.upkeep.take_overdue(60_000) == []
+    assert await under.upkeep.take_overdue(10_000) == [middle.id]
 
 
 async def _finish(under: Under, status: Status, finished_at: int) -> str:

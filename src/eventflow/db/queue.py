@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import Backlog, ClaimedEvent, Status
-from eventflow.db.scans import USES_DUE_INDEX, USES_LEASE_INDEX, due_ids, is_claimable
+from eventflow.db.scans import USES_LEASE_INDEX, USES_READY_INDEX, due_ids, is_claimable
 from eventflow.db.tables import events
 
 _CLAIM_COLUMNS = (
@@ -32,7 +32,7 @@ class QueueStore:
     async def claim_due(self, limit: int, owner: str, lease_ms: int) -> list[ClaimedEvent]:
         """Claim up to ``limit`` due events straight from the table (the ``sql`` broker)."""
         now = now_ms()
-        due = due_ids(self._db, is_claimable(), now, limit)
+        due = due_ids(self._db, USES_READY_INDEX, now, limit)
         return await self._claim(due, now, owner, lease_ms)
 
     async def claim_ids(self, ids: Sequence[str], owner: str, lease_ms: int) -> list[ClaimedEvent]:
@@ -118,7 +118,7 @@ class QueueStore:
     async def backlog(self, count_limit: int) -> Backlog:
         """What waits now: two index scans, the count stopping at ``count_limit`` rows."""
         now = now_ms()
-        due = sa.and_(USES_DUE_INDEX, is_claimable(), events.c.available_at <= now)
+        due = sa.and_(*USES_READY_INDEX, events.c.available_at <= now)
         counted = sa.select(events.c.id).where(due).limit(count_limit).subquery()
         oldest = sa.select(events.c.available_at).where(due).order_by(events.c.available_at)
         async with self._db.read() as conn:
@@ -133,6 +133,6 @@ async def queue_depth(db: Database) -> int:
         value = await conn.scalar(
             sa.select(sa.func.count())
             .select_from(events)
-            .where(USES_DUE_INDEX, is_claimable(), events.c.available_at <= now_ms())
+            .where(*USES_READY_INDEX, events.c.available_at <= now_ms())
         )
     return int(value or 0)

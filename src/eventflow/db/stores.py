@@ -15,6 +15,7 @@ from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.postgres.database import PostgresDatabase
 from eventflow.db.postgres.ingest import PostgresIngest
 from eventflow.db.postgres.outcomes import PostgresOutcomes
+from eventflow.db.postgres.queue import PostgresQueue
 from eventflow.db.queue import QueueStore
 from eventflow.db.reading import ReadingStore
 from eventflow.db.revocations import RevocationStore
@@ -53,17 +54,18 @@ def build_stores(engine: AsyncEngine) -> Stores:
     """The stores for ``engine``'s database (SQLite or PostgreSQL)."""
     db: Database
     ingest: EventIngest
+    queue: QueueStore
     outcomes: EventOutcomes
     if engine.dialect.name == "postgresql":
-        db = PostgresDatabase(engine)
-        ingest, outcomes = PostgresIngest(db), PostgresOutcomes(db)
+        db = postgres = PostgresDatabase(engine)
+        ingest, queue, outcomes = PostgresIngest(db), PostgresQueue(postgres), PostgresOutcomes(db)
     else:
         db = SqliteDatabase(engine)
-        ingest, outcomes = SqliteIngest(db), SqliteOutcomes(db)
+        ingest, queue, outcomes = SqliteIngest(db), QueueStore(db), SqliteOutcomes(db)
     return Stores(
         database=db,
         ingest=ingest,
-        queue=QueueStore(db),
+        queue=queue,
         outcomes=outcomes,
         upkeep=UpkeepStore(db),
         reading=ReadingStore(db),

@@ -24,7 +24,11 @@ _BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # SQLite uses a partial index only when the query's WHERE contains its condition with the same
 # constants; a bound parameter ("status IN (?, ?, ?)") never qualifies and turns each claim into
 # a scan of the whole table.
-ACTIVE = "status IN ('queued', 'retrying', 'scheduled')"
+#: Claimable rows (ix_events_ready), delayed ones (ix_events_scheduled), and claimable rows
+#: without a hint in the broker (ix_events_unhinted): migration 0010.
+READY = "status IN ('queued', 'retrying')"
+SCHEDULED = "status = 'scheduled'"
+UNHINTED = f"dispatched_at IS NULL AND {READY}"
 PROCESSING = "status = 'processing'"
 #: The statuses in ix_events_user_status: every one but ``completed``. A user's events of any of
 #: them may be few and old among millions (queued and processing are usually none at all, and a
@@ -149,13 +153,15 @@ events = sa.Table(
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         sqlite_where=sa.text("idempotency_key IS NOT NULL"),
     ),
-    # Partial indexes keep the dispatcher's and the claimer's scans proportional to the work
-    # waiting, not to the size of the history.
-    sa.Index(
-        "ix_events_due",
-        "available_at",
-        postgresql_where=sa.text(ACTIVE),
-        sqlite_where=sa.text(ACTIVE),
+    # Partial indexes keep the claimer's scans proportional to the work waiting, not to the
+    # size of the history, and the dispatcher's to the work it finds (migration 0010).
+    *(
+        sa.Index(name, "available_at", postgresql_where=sa.text(c), sqlite_where=sa.text(c))
+        for name, c in (
+            ("ix_events_ready", READY),
+            ("ix_events_scheduled", SCHEDULED),
+            ("ix_events_unhinted", UNHINTED),
+        )
     ),
     sa.Index(
         "ix_events_lease",

@@ -9,7 +9,13 @@ import sqlalchemy as sa
 from eventflow.clock import now_ms
 from eventflow.db.database import Database
 from eventflow.db.rows import PurgedBatch, Status
-from eventflow.db.scans import USES_LEASE_INDEX, due_ids, is_claimable
+from eventflow.db.scans import (
+    USES_LEASE_INDEX,
+    USES_READY_INDEX,
+    USES_SCHEDULED_INDEX,
+    USES_UNHINTED_INDEX,
+    due_ids,
+)
 from eventflow.db.tables import FINISHED, attempts, event_tallies, events
 
 LOST_ERROR = "lease expired: the worker stopped before finishing this attempt"
@@ -90,34 +96,44 @@ class UpkeepStore:
     async def promote_scheduled(self, limit: int = 5000) -> int:
         """Move delayed events whose time has come from ``scheduled`` to ``queued``."""
         now = now_ms()
-        scheduled = events.c.status == Status.SCHEDULED.value
         async with self._db.write() as conn:
             result = await conn.execute(
                 sa.update(events)
-                .where(due_ids(self._db, scheduled, now, limit), scheduled)
+                .where(
+                    due_ids(self._db, USES_SCHEDULED_INDEX, now, limit),
+                    events.c.status == Status.SCHEDULED.value,
+                )
                 .values(status=Status.QUEUED.value, dispatched_at=None, updated_at=now)
             )
         return int(result.rowcount)
 
-    async def take_undispatched(self, redispatch_after_ms: int, limit: int = 5000) -> list[str]:
-        """Ids of due events whose broker hint is missing or overdue; marks them dispatched now.
+    async def take_unhinted(self, limit: int = 5000) -> list[str]:
+        """Ids of due events that have no hint in the broker (a retry, a promotion, a release, a
+        failed publish); marks them dispatched now.
 
-        Safe with several dispatchers: each row is taken by one of them per window.
+        Reads only such rows (ix_events_unhinted), however long the queue. Safe with several
+        dispatchers: each row is taken by one of them.
         """
         now = now_ms()
-        overdue = due_ids(
-            self._db,
-            is_claimable(),
-            now,
-            limit,
-            sa.or_(
-                events.c.dispatched_at.is_(None),
-                events.c.dispatched_at <= now - redispatch_after_ms,
-            ),
-        )
+        return await self._stamp(due_ids(self._db, USES_UNHINTED_INDEX, now, limit), now)
+
+    async def take_overdue(self, redispatch_after_ms: int, limit: int = 5000) -> list[str]:
+        """Ids of due events whose hint is older than ``redispatch_after_ms`` (lost with a
+        flushed or restarted Redis); marks them dispatched now.
+
+        A hint is stamped only once its row is due, so a row whose hint is that old has been due
+        at least that long: the scan starts and ends among the rows ready since then, not the
+        fresh queue behind them. Each row is taken by one dispatcher per window.
+        """
+        now = now_ms()
+        stale = now - redispatch_after_ms
+        overdue = due_ids(self._db, USES_READY_INDEX, stale, limit, events.c.dispatched_at <= stale)
+        return await self._stamp(overdue, now)
+
+    async def _stamp(self, which: sa.ColumnElement[bool], now: int) -> list[str]:
         async with self._db.write() as conn:
             rows = await conn.execute(
-                sa.update(events).where(overdue).values(dispatched_at=now).returning(events.c.id)
+                sa.update(events).where(which).values(dispatched_at=now).returning(events.c.id)
             )
             return [str(r.id) for r in rows]
 

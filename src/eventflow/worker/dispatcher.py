@@ -3,17 +3,19 @@ changes, re-publishes hints, and, with retention on, deletes finished events pas
 (worker/retention.py).
 
 Every step is one conditional statement, so any number of dispatchers may run at once. With a
-broker that carries hints (Redis) it also heals lost hints: a ready row whose hint is older than
-``redispatch_after_ms`` (Redis flushed, restarted without persistence, a publish that failed
-after the commit) is published again. A hint may thus exist twice; the claim in the database
-makes the copy harmless.
+broker that carries hints (Redis) it publishes what has no hint yet (retries, promoted and
+released events, a publish that failed after the commit) on every pass, and heals lost hints a
+tenth of a window at a time: a ready row whose hint is older than ``redispatch_after_ms``
+(Redis flushed, or restarted without persistence) is published again. A hint may thus exist
+twice; the claim in the database makes the copy harmless. Each step reads only the rows it
+acts on, however long the queue (migration 0010).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +27,9 @@ from eventflow.worker.retention import PurgeStore, Retention, RetentionOptions
 log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_MS = 60_000
+# Lost hints are looked for this many times per redispatch window, not on every pass: a hint
+# lost at any moment is re-published between one window and 1.1 windows after it was sent.
+_SWEEPS_PER_WINDOW = 10
 
 
 class DispatchStore(PurgeStore, Protocol):
@@ -37,7 +42,9 @@ class DispatchStore(PurgeStore, Protocol):
         max_attempts_by_type: Mapping[str, int] | None = ...,
     ) -> int: ...
 
-    async def take_undispatched(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
+    async def take_unhinted(self, limit: int = ...) -> list[str]: ...
+
+    async def take_overdue(self, redispatch_after_ms: int, limit: int = ...) -> list[str]: ...
 
     async def fold_tallies(self, limit: int = ...) -> int: ...
 
@@ -61,6 +68,7 @@ class Dispatcher:
         self._options = options
         self._tasks: list[asyncio.Task[None]] = []
         self._pruned_at_ms = 0
+        self._swept_at_ms = 0
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._loop(), name="dispatcher"))
@@ -89,15 +97,22 @@ class Dispatcher:
             # Taking rows stamps them as dispatched: with the broker down that would only push
             # their next chance back by a whole redispatch window.
             await self._broker.ping()
-            while True:
-                ids = await self._store.take_undispatched(self._options.redispatch_after_ms)
-                if not ids:
-                    break
-                await self._broker.publish(ids)
-                published += len(ids)
+            published = await self._publish(self._store.take_unhinted)
+            now = now_ms()
+            if now - self._swept_at_ms >= self._options.redispatch_after_ms // _SWEEPS_PER_WINDOW:
+                window = self._options.redispatch_after_ms
+                published += await self._publish(lambda: self._store.take_overdue(window))
+                self._swept_at_ms = now
         elif promoted or reclaimed:
             await self._broker.publish([])
         return promoted + reclaimed + published
+
+    async def _publish(self, take: Callable[[], Awaitable[list[str]]]) -> int:
+        published = 0
+        while ids := await take():
+            await self._broker.publish(ids)
+            published += len(ids)
+        return published
 
     async def _keep_tallies(self) -> None:
         """Fold the tally changes of the last pass; once a minute, drop tallies past keeping."""

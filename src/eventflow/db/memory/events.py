@@ -171,16 +171,22 @@ class MemoryEvents(MemoryReading):
             r.status, r.dispatched_at, r.updated_at = Status.QUEUED, None, now
         return len(due)
 
-    async def take_undispatched(self, redispatch_after_ms: int, limit: int = 5000) -> list[str]:
+    async def take_unhinted(self, limit: int = 5000) -> list[str]:
         now = self._clock()
-        overdue = [
-            r
-            for r in self._due(_CLAIMABLE, now)
-            if r.dispatched_at is None or r.dispatched_at <= now - redispatch_after_ms
-        ][:limit]
-        for r in overdue:
+        unhinted = [r for r in self._due(_CLAIMABLE, now) if r.dispatched_at is None]
+        return self._stamp(unhinted, limit)
+
+    async def take_overdue(self, redispatch_after_ms: int, limit: int = 5000) -> list[str]:
+        stale = self._clock() - redispatch_after_ms
+        due = self._due(_CLAIMABLE, stale)
+        overdue = [r for r in due if r.dispatched_at is not None and r.dispatched_at <= stale]
+        return self._stamp(overdue, limit)
+
+    def _stamp(self, rows: list[MemoryRow], limit: int) -> list[str]:
+        now = self._clock()
+        for r in rows[:limit]:
             r.dispatched_at = now
-        return [r.id for r in overdue]
+        return [r.id for r in rows[:limit]]
 
     async def purge_finished(
         self, status: Status, finished_before: int, limit: int, finished_from: int = 0

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from eventflow.db.ingest import EventIngest, answers, first_by_key, insert_keyed, new_values
+from eventflow.db.ingest import (
+    NEW_COLUMNS,
+    EventIngest,
+    answers,
+    first_by_key,
+    insert_keyed,
+    new_row,
+)
 from eventflow.db.rows import NewEvent, StoredEvent
+from eventflow.db.sqlite.inserts import insert_rows
 from eventflow.db.tables import events
 
 
@@ -13,12 +21,12 @@ class SqliteIngest(EventIngest):
     async def insert_many(
         self, new: Sequence[NewEvent], written: Callable[[], None] | None = None
     ) -> list[StoredEvent]:
-        plain = [e for e in new if e.idempotency_key is None]
+        plain = [new_row(e) for e in new if e.idempotency_key is None]
         first = first_by_key(new)
         existing = {}
         async with self._db.write() as conn:
             if plain:
-                await conn.execute(events.insert(), [new_values(e) for e in plain])
+                await insert_rows(conn, events, NEW_COLUMNS, plain)
             if first:
                 existing = await insert_keyed(self._db, conn, list(first.values()))
             if written is not None:

@@ -11,7 +11,10 @@ from eventflow.clock import now_ms
 from eventflow.db.outcomes import EventOutcomes
 from eventflow.db.rows import Outcome, Status
 from eventflow.db.sqlite.database import SqliteDatabase
+from eventflow.db.sqlite.inserts import insert_rows
 from eventflow.db.tables import attempts, events
+
+_HISTORY_COLUMNS = ("event_id", "number", "outcome", "error", "worker", "started_at", "finished_at")
 
 
 def _settle(owner: str, now: int, status: Status, **values: Any) -> sa.Update:
@@ -80,19 +83,11 @@ class SqliteOutcomes(EventOutcomes):
                 }
             )
         history = [
-            {
-                "event_id": o.event_id,
-                "number": o.attempt,
-                "outcome": o.status.value,
-                "error": o.error,
-                "worker": owner,
-                "started_at": o.started_at,
-                "finished_at": o.finished_at,
-            }
+            (o.event_id, o.attempt, o.status.value, o.error, owner, o.started_at, o.finished_at)
             for o in outcomes
         ]
         statements = _statements(owner, now_ms())
         async with self._db.write() as conn:
             for status, params in by_status.items():
                 await conn.execute(statements[status], params)
-            await conn.execute(attempts.insert(), history)
+            await insert_rows(conn, attempts, _HISTORY_COLUMNS, history)

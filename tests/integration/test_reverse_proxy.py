@@ -134,12 +134,16 @@ def test_each_client_is_known_by_its_own_address(proxied: str, certificate: Path
                     json=wrong,
                     headers={"X-Forwarded-For": f"10.0.0.{n}"},
                 ).status_code
-                for n in range(LOGINS_PER_ADDRESS + 1)
+                for n in range(LOGINS_PER_ADDRESS + 2)
             ]
     # Each address has its own quota: behind a proxy EventFlow does not trust, both would share
-    # the proxy's, and the second client would be refused from its first attempt.
-    expected = [401] * LOGINS_PER_ADDRESS + [429]
-    assert answers == dict.fromkeys(CLIENTS, expected)
+    # the proxy's, and the second client would be refused from its first attempt. One attempt
+    # more is admitted when a minute boundary falls among them (the sliding window weighs the
+    # previous minute's count by the part of it still inside the window), never two.
+    for address, statuses in answers.items():
+        refused = statuses.count(429)
+        assert refused in (1, 2), (address, statuses)
+        assert statuses == [401] * (len(statuses) - refused) + [429] * refused, (address, statuses)
 
 
 def test_the_event_stream_flows_frame_by_frame(proxied: str, certificate: Path) -> None:

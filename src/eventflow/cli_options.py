@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -12,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from eventflow.config import Settings
+from eventflow.db.sqlite.engine import check_sqlite_version
 from eventflow.errors import ConfigurationError
 from eventflow.logs import configure_logging
 
@@ -74,7 +76,11 @@ def with_settings(func: Callable[..., None]) -> Callable[..., None]:
 
 def build_settings(overrides: dict[str, Any]) -> Settings:
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        if settings.effective_database_url.startswith("sqlite"):
+            # Here, where it is one line, rather than from the lifespan under a traceback.
+            check_sqlite_version(sqlite3.sqlite_version_info)
+        return settings
     except ConfigurationError as exc:
         fail(str(exc))
     except ValidationError as exc:

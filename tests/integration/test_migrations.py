@@ -120,3 +120,22 @@ async def test_missing_secret_with_postgres_is_a_start_up_error(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "EVENTFLOW_JWT_SECRET is required" in result.stderr
+
+
+async def test_a_sqlite_too_old_for_the_statements_is_a_one_line_start_up_error(
+    tmp_path: Path,
+) -> None:
+    # A Python linked against SQLite 3.34, as some distributions' older builds are.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sqlite3\nsqlite3.sqlite_version_info = (3, 34, 1)\n"
+    )
+    env = {"EVENTFLOW_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(tmp_path)}
+    result = await asyncio.to_thread(
+        subprocess.run, [EVENTFLOW, "up"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "eventflow: this Python's SQLite is 3.34.1; EventFlow needs 3.35.0 or later. Use a Python "
+        "built with a newer SQLite (the official python images have one), or PostgreSQL "
+        "(EVENTFLOW_DATABASE_URL)"
+    ]

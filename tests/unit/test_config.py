@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from eventflow.config import Settings
+from eventflow.db.sqlite.engine import check_sqlite_version
 from eventflow.errors import ConfigurationError
 
 STRONG = "s" * 40
@@ -124,3 +125,9 @@ def test_retention_is_off_and_failed_events_follow_completed_ones(
     assert Settings().effective_failed_retention_days == 30
     monkeypatch.setenv("EVENTFLOW_FAILED_RETENTION_DAYS", "0")
     assert Settings().effective_failed_retention_days == 0, "0 keeps failed events forever"
+
+
+def test_a_sqlite_older_than_the_statements_need_is_refused_naming_the_fix() -> None:
+    check_sqlite_version((3, 35, 0))
+    with pytest.raises(ConfigurationError, match=r"SQLite is 3\.34\.1; EventFlow needs 3\.35\.0"):
+        check_sqlite_version((3, 34, 1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventflow.clock import now_ms
-from eventflow.db.outcomes import EventOutcomes
+from eventflow.db.outcomes import SETTLED_COLUMNS, EventOutcomes
 from eventflow.db.postgres.database import PostgresDatabase, driver_connection
 from eventflow.db.rows import Outcome
 
@@ -14,22 +14,14 @@ from eventflow.db.rows import Outcome
 # lease_owner already implies (only a claim sets it; every way out of processing clears it):
 # stated, it leads the planner to the partial lease index, whose dead entries it then scans for
 # every batch.
-RECORD_OUTCOMES = """
+RECORD_OUTCOMES = f"""
 WITH o AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
         $8::bigint[]
     ) AS o(id, attempt, status, result, error, retry_at, started_at, finished_at)
 ), settled AS (
-    UPDATE events AS e SET
-        status = o.status,
-        result = CASE WHEN o.status = 'completed' THEN o.result ELSE e.result END,
-        last_error = CASE WHEN o.status = 'completed' THEN e.last_error ELSE o.error END,
-        completed_at = CASE WHEN o.status = 'retrying' THEN e.completed_at ELSE o.finished_at END,
-        available_at = CASE WHEN o.status = 'retrying' THEN o.retry_at ELSE e.available_at END,
-        dispatched_at = CASE WHEN o.status = 'retrying' THEN NULL ELSE e.dispatched_at END,
-        lease_owner = NULL,
-        lease_until = NULL,
+    UPDATE events AS e SET {SETTLED_COLUMNS},
         updated_at = $10
     FROM o
     WHERE e.id = o.id AND e.lease_owner = $9 AND e.attempts = o.attempt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from eventflow.errors import ConfigurationError
 from eventflow.private_files import private_dir, private_file, tighten
+
+#: ``UPDATE … RETURNING`` (claims) and ``DROP COLUMN`` (migrations) arrived in SQLite 3.35.
+MIN_SQLITE = (3, 35, 0)
 
 
 def create_sqlite_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEngine:
+    check_sqlite_version(sqlite3.sqlite_version_info)
     database = make_url(url).database
     # Not in memory, nor a URI (``file:…``) that SQLite resolves: a file of ours to prepare.
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -26,6 +32,17 @@ def create_sqlite_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEn
     )
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
+
+
+def check_sqlite_version(version: tuple[int, int, int]) -> None:
+    """Refuse, naming the fix, a SQLite older than the statements EventFlow sends need."""
+    if version < MIN_SQLITE:
+        raise ConfigurationError(
+            f"this Python's SQLite is {'.'.join(map(str, version))}; EventFlow needs "
+            f"{'.'.join(map(str, MIN_SQLITE))} or later. Use a Python built with a newer "
+            "SQLite (the official python images have one), or PostgreSQL "
+            "(EVENTFLOW_DATABASE_URL)"
+        )
 
 
 def _private_database_files(database: Path) -> None:

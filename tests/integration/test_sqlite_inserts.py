@@ -17,6 +17,7 @@ from eventflow.clock import now_ms
 from eventflow.db.engine import create_engine
 from eventflow.db.migrate import migrate
 from eventflow.db.rows import NewEvent, Outcome, Status
+from eventflow.db.sqlite import outcomes as sqlite_outcomes
 from eventflow.db.stores import build_stores
 from eventflow.db.tables import users
 from eventflow.ids import new_id
@@ -74,7 +75,7 @@ async def test_a_group_and_its_history_take_a_statement_per_few_dozen_rows(
 
     inserts = [s for s in ran if s.startswith("INSERT INTO events ")]
     history = [s for s in ran if s.startswith("INSERT INTO attempts ")]
-    settled = [s for s in ran if s.lstrip().startswith("WITH o(") and "UPDATE events" in s]
+    settled = [s for s in ran if s.startswith("UPDATE events AS e SET")]
     assert len(inserts) == 3, "200 rows of 13 values in 999 parameters or fewer each"
     assert len(history) == 2, "200 rows of 7 values"
     assert len(settled) == 2, "200 outcomes of 7 values"
@@ -118,3 +119,28 @@ async def test_each_kind_of_outcome_is_settled_under_its_lease(engine: AsyncEngi
         dead.id: (Status.FAILED, None, "x", end, at),
         stolen.id: (Status.PROCESSING, None, None, None, at),
     }
+
+
+async def test_outcomes_and_their_history_commit_together(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader never sees an outcome without its attempt in the history (sqlite3 begins its
+    transaction only before a statement it recognises as a write)."""
+    stores = build_stores(engine)
+    user = await _user(engine)
+    at = now_ms()
+    event = NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at)
+    await stores.ingest.insert_many([event])
+    (claimed,) = await stores.queue.claim_ids([event.id], "w", 30_000)
+
+    async def history_lost(*_: object) -> None:
+        raise RuntimeError("the history could not be written")
+
+    monkeypatch.setattr(sqlite_outcomes, "insert_rows", history_lost)
+    with pytest.raises(RuntimeError):
+        await stores.outcomes.record_outcomes(
+            "w", [Outcome(event.id, claimed.attempt, Status.COMPLETED, at, now_ms())]
+        )
+    row = await stores.reading.get(user, event.id)
+    assert row is not None
+    assert row.status == Status.PROCESSING, "the outcome went without its history"

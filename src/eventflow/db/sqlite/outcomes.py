@@ -21,11 +21,16 @@ _HISTORY_COLUMNS = ("event_id", "number", "outcome", "error", "worker", "started
 # Every outcome of a chunk in one UPDATE (``UPDATE … FROM``, SQLite 3.33), as on PostgreSQL: an
 # ``executemany`` is a step per row, and each step hands the GIL to the event loop's thread and
 # back (db/sqlite/inserts.py). Seven values a row, two for the statement, in 999 parameters.
-_SETTLE_MANY = f"""
-WITH o(id, attempt, status, result, error, retry_at, finished_at) AS (VALUES {{rows}})
-UPDATE events AS e SET {SETTLED_COLUMNS},
+# The statement starts with UPDATE, not with a WITH naming the values: sqlite3 opens its
+# implicit transaction only before a statement that starts with INSERT, UPDATE, DELETE or
+# REPLACE, and a WITH would commit the update alone, before its history rows.
+_SETTLE_MANY = f"""UPDATE events AS e SET {SETTLED_COLUMNS},
     updated_at = ?
-FROM o
+FROM (
+    SELECT column1 AS id, column2 AS attempt, column3 AS status, column4 AS result,
+        column5 AS error, column6 AS retry_at, column7 AS finished_at
+    FROM (VALUES {{rows}})
+) AS o
 WHERE e.id = o.id AND e.status = 'processing' AND e.lease_owner = ? AND e.attempts = o.attempt
 """
 _SETTLE_ROWS = (999 - 2) // 7
@@ -62,4 +67,4 @@ async def _settle(conn: AsyncConnection, owner: str, now: int, outcomes: Sequenc
             values += [to_id(o.event_id) if to_id else o.event_id, o.attempt, o.status.value]
             values += [o.result, o.error, o.retry_at, o.finished_at]
         rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        await conn.exec_driver_sql(_SETTLE_MANY.format(rows=rows), (*values, now, owner))
+        await conn.exec_driver_sql(_SETTLE_MANY.format(rows=rows), (now, *values, owner))

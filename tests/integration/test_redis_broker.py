@@ -143,7 +143,9 @@ async def test_racing_consumers_never_claim_an_event_twice(
     store: Store, make_broker: BrokerFactory
 ) -> None:
     first, second = await make_broker(), await make_broker()
-    ids = await store.add(300)
+    # Enough events that neither consumer can claim them all while the other is still on its
+    # first read, however the two are scheduled on a loaded machine.
+    ids = await store.add(3000)
     hints = ids * 3
     random.shuffle(hints)
     await first.publish(hints)

@@ -15,10 +15,13 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import testkit
 from eventflow.auth import passwords
 from eventflow.config import Settings
+from eventflow.db.engine import create_engine
+from eventflow.db.migrate import migrate
 
 pytest_plugins = ["tests.services_policy", "tests.folder_times"]
 
@@ -205,3 +208,14 @@ def make_settings(
         return Settings(**values)
 
     return build
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated SQLite database of this test's own, for tests of the statements it runs."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

@@ -8,16 +8,13 @@ correctly, only slower as the history grows, so the plans are checked here direc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import asyncpg
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.db.engine import create_engine
-from eventflow.db.migrate import migrate
 from eventflow.db.rows import Status
 from eventflow.db.stores import build_stores
 from eventflow.db.tables import users as users_table
@@ -25,18 +22,10 @@ from eventflow.ids import new_id
 from tests.integration.plans import query_plans
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}")
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEngine) -> None:
-    stores = build_stores(engine)
+async def test_claims_and_dispatch_scans_use_the_partial_indexes(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    stores = build_stores(sqlite_engine)
     queue, upkeep = stores.queue, stores.upkeep
     checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("ix_events_ready", lambda: queue.claim_due(100, "w", 1000)),
@@ -50,7 +39,7 @@ async def test_claims_and_dispatch_scans_use_the_partial_indexes(engine: AsyncEn
         ("ix_events_lease", lambda: queue.release("w")),
     ]
     for index, call in checks:
-        plans = await query_plans(engine, call)
+        plans = await query_plans(sqlite_engine, call)
         assert any(index in plan for plan in plans), plans
         # A scan of the partial index is fine (it holds only the waiting or running rows).
         assert not any(step == "SCAN events" for p in plans for step in p.split(" | ")), plans
@@ -77,9 +66,11 @@ async def _purge_plans(engine: AsyncEngine) -> list[str]:
     return plans
 
 
-async def test_the_retention_purge_uses_the_finished_index_on_sqlite(engine: AsyncEngine) -> None:
+async def test_the_retention_purge_uses_the_finished_index_on_sqlite(
+    sqlite_engine: AsyncEngine,
+) -> None:
     user = new_id()
-    async with engine.begin() as conn:
+    async with sqlite_engine.begin() as conn:
         await conn.execute(
             sa.insert(users_table).values(
                 id=user, email="p@example.com", password_hash="x", created_at=0
@@ -93,7 +84,7 @@ async def test_the_retention_purge_uses_the_finished_index_on_sqlite(engine: Asy
                     series=_SQLITE_SERIES.format(rows=5_000),
                 )
             )
-    purge, history = await _purge_plans(engine)
+    purge, history = await _purge_plans(sqlite_engine)
     assert "SEARCH events USING INDEX ix_events_finished" in purge, purge
     assert "SCAN events" not in purge.split(" | "), purge
     assert "ix_attempts_event_id_number" in history, history

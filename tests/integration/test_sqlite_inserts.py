@@ -5,8 +5,6 @@ interpreter's switch interval."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.clock import now_ms
-from eventflow.db.engine import create_engine
-from eventflow.db.migrate import migrate
 from eventflow.db.rows import NewEvent, Outcome, Status
 from eventflow.db.sqlite import outcomes as sqlite_outcomes
 from eventflow.db.stores import build_stores
@@ -23,16 +19,6 @@ from eventflow.db.tables import users
 from eventflow.ids import new_id
 
 EVENTS = 200
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inserts.db'}")
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def _user(engine: AsyncEngine) -> str:
@@ -56,15 +42,15 @@ def _executions(engine: AsyncEngine) -> list[str]:
 
 
 async def test_a_group_and_its_history_take_a_statement_per_few_dozen_rows(
-    engine: AsyncEngine,
+    sqlite_engine: AsyncEngine,
 ) -> None:
-    stores = build_stores(engine)
-    user = await _user(engine)
+    stores = build_stores(sqlite_engine)
+    user = await _user(sqlite_engine)
     at = now_ms()
     group = [
         NewEvent(new_id(), user, "A", f'{{"n": {n}}}', Status.QUEUED, at, at) for n in range(EVENTS)
     ]
-    ran = _executions(engine)
+    ran = _executions(sqlite_engine)
 
     await stores.ingest.insert_many(group)
     claimed = await stores.queue.claim_ids([e.id for e in group], "w", 30_000)
@@ -86,11 +72,11 @@ async def test_a_group_and_its_history_take_a_statement_per_few_dozen_rows(
     assert (row.status, row.payload, row.attempts) == (Status.COMPLETED, '{"n": 7}', 1)
 
 
-async def test_each_kind_of_outcome_is_settled_under_its_lease(engine: AsyncEngine) -> None:
+async def test_each_kind_of_outcome_is_settled_under_its_lease(sqlite_engine: AsyncEngine) -> None:
     """The single ``UPDATE … FROM`` writes what each kind of outcome means, and nothing for an
     attempt whose lease is not the writer's."""
-    stores = build_stores(engine)
-    user = await _user(engine)
+    stores = build_stores(sqlite_engine)
+    user = await _user(sqlite_engine)
     at = now_ms()
     group = [NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at) for _ in range(4)]
     await stores.ingest.insert_many(group)
@@ -122,12 +108,12 @@ async def test_each_kind_of_outcome_is_settled_under_its_lease(engine: AsyncEngi
 
 
 async def test_outcomes_and_their_history_commit_together(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader never sees an outcome without its attempt in the history (sqlite3 begins its
     transaction only before a statement it recognises as a write)."""
-    stores = build_stores(engine)
-    user = await _user(engine)
+    stores = build_stores(sqlite_engine)
+    user = await _user(sqlite_engine)
     at = now_ms()
     event = NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at)
     await stores.ingest.insert_many([event])

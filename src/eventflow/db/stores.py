@@ -57,8 +57,8 @@ def build_stores(engine: AsyncEngine) -> Stores:
     queue: QueueStore
     outcomes: EventOutcomes
     if engine.dialect.name == "postgresql":
-        db = postgres = PostgresDatabase(engine)
-        ingest, queue, outcomes = PostgresIngest(db), PostgresQueue(postgres), PostgresOutcomes(db)
+        db = PostgresDatabase(engine)
+        ingest, queue, outcomes = PostgresIngest(db), PostgresQueue(db), PostgresOutcomes(db)
     else:
         db = SqliteDatabase(engine)
         ingest, queue, outcomes = SqliteIngest(db), QueueStore(db), SqliteOutcomes(db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventflow.clock import now_ms
-from eventflow.db.postgres.database import PostgresDatabase, driver_connection
+from eventflow.db.postgres.database import driver_connection
 from eventflow.db.queue import QueueStore
 from eventflow.db.rows import ClaimedEvent
 
@@ -26,15 +26,11 @@ RETURNING id::text, user_id::text, type, payload, attempts, attempt_base, create
 
 
 class PostgresQueue(QueueStore):
-    def __init__(self, db: PostgresDatabase) -> None:
-        super().__init__(db)
-        self._postgres = db
-
     async def claim_ids(self, ids: Sequence[str], owner: str, lease_ms: int) -> list[ClaimedEvent]:
         if not ids:
             return []
         now = now_ms()
-        async with self._postgres.one_statement() as conn:
+        async with self._db.one_statement() as conn:
             driver = await driver_connection(conn)
             rows = await driver.fetch(CLAIM_IDS, list(ids), owner, now + lease_ms, now)
         return [ClaimedEvent(*row) for row in rows]

@@ -1,4 +1,4 @@
-"""Multi-row INSERTs for SQLite: one statement per few dozen rows, not one step per row.
+"""Multi-row statements for SQLite: one statement per few dozen rows, not one step per row.
 
 sqlite3 lets go of the GIL around every step of a statement and must take it back from the
 event loop's thread after it; under load each of those waits up to the interpreter's switch
@@ -6,15 +6,15 @@ interval (5 ms). An ``executemany`` of a group commit's rows is a step per row. 
 ``make bench`` (embedded ingest-batch, docs/performance.md): 12,000 events/s and a 175 ms
 insert became 17,000 to 21,000 events/s and an 82 to 99 ms one.
 
-The statement is written here rather than compiled by SQLAlchemy, for which a multi-row VALUES
-costs more to compile than the insert takes. The columns' own bind processors convert the
-values (ids are stored as 32 hex digits), as SQLAlchemy would.
+The statements are written here rather than compiled by SQLAlchemy, for which a multi-row
+VALUES costs more to compile than the insert takes. The columns' own bind processors convert
+the values (ids are stored as 32 hex digits), as SQLAlchemy would.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,30 +25,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 _MAX_PARAMETERS = 999
 
 
+def rows_per_statement(width: int, others: int = 0) -> int:
+    """How many rows of ``width`` values fit in one statement beside ``others`` parameters."""
+    return (_MAX_PARAMETERS - others) // width
+
+
+@functools.cache
+def value_rows(width: int, rows: int) -> str:
+    """``(?, ?), (?, ?)``: the placeholders of ``rows`` rows of ``width`` values."""
+    return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
+
+
+def flat_values(
+    dialect: Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """The values of ``rows`` (each in ``columns`` order) one after another, each converted by
+    its column's bind processor."""
+    convert = [table.c[name].type.bind_processor(dialect) for name in columns]
+    return [
+        value if to_db is None else to_db(value)
+        for row in rows
+        for value, to_db in zip(row, convert, strict=True)
+    ]
+
+
 async def insert_rows(
     conn: AsyncConnection, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert ``rows``, each its values in ``columns`` order, in as few statements as fit."""
-    convert = _converters(conn.dialect, table, columns)
-    per_statement = _MAX_PARAMETERS // len(columns)
-    for at in range(0, len(rows), per_statement):
-        chunk = rows[at : at + per_statement]
-        values = tuple(
-            value if to_db is None else to_db(value)
-            for row in chunk
-            for value, to_db in zip(row, convert, strict=True)
-        )
-        await conn.exec_driver_sql(_statement(table.name, columns, len(chunk)), values)
-
-
-@functools.cache
-def _statement(table: str, columns: tuple[str, ...], rows: int) -> str:
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)
-
-
-@functools.cache
-def _converters(
-    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
-) -> list[Callable[[Any], Any] | None]:
-    return [table.c[name].type.bind_processor(dialect) for name in columns]
+    into = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+    step = rows_per_statement(len(columns))
+    for at in range(0, len(rows), step):
+        chunk = rows[at : at + step]
+        values = flat_values(conn.dialect, table, columns, chunk)
+        await conn.exec_driver_sql(into + value_rows(len(columns), len(chunk)), tuple(values))

@@ -4,7 +4,6 @@ transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -12,15 +11,18 @@ from eventflow.clock import now_ms
 from eventflow.db.outcomes import SETTLED_COLUMNS, EventOutcomes
 from eventflow.db.rows import Outcome
 from eventflow.db.sqlite.database import SqliteDatabase
-from eventflow.db.sqlite.inserts import insert_rows
+from eventflow.db.sqlite.inserts import flat_values, insert_rows, rows_per_statement, value_rows
 from eventflow.db.tables import attempts, events
 
 _HISTORY_COLUMNS = ("event_id", "number", "outcome", "error", "worker", "started_at", "finished_at")
+# The events' columns whose types convert each outcome value, in the order the statement's
+# VALUES take them (id, attempt, status, result, error, retry_at, finished_at).
+_SETTLED_AS = ("id", "attempts", "status", "result", "last_error", "available_at", "completed_at")
 
 
 # Every outcome of a chunk in one UPDATE (``UPDATE … FROM``, SQLite 3.33), as on PostgreSQL: an
 # ``executemany`` is a step per row, and each step hands the GIL to the event loop's thread and
-# back (db/sqlite/inserts.py). Seven values a row, two for the statement, in 999 parameters.
+# back (db/sqlite/inserts.py).
 # The statement starts with UPDATE, not with a WITH naming the values: sqlite3 opens its
 # implicit transaction only before a statement that starts with INSERT, UPDATE, DELETE or
 # REPLACE, and a WITH would commit the update alone, before its history rows.
@@ -33,7 +35,7 @@ FROM (
 ) AS o
 WHERE e.id = o.id AND e.status = 'processing' AND e.lease_owner = ? AND e.attempts = o.attempt
 """
-_SETTLE_ROWS = (999 - 2) // 7
+_SETTLE_ROWS = rows_per_statement(len(_SETTLED_AS), others=2)  # updated_at and the owner
 
 
 class SqliteOutcomes(EventOutcomes):
@@ -59,12 +61,11 @@ class SqliteOutcomes(EventOutcomes):
 
 
 async def _settle(conn: AsyncConnection, owner: str, now: int, outcomes: Sequence[Outcome]) -> None:
-    to_id = events.c.id.type.bind_processor(conn.dialect)
     for at in range(0, len(outcomes), _SETTLE_ROWS):
-        chunk = outcomes[at : at + _SETTLE_ROWS]
-        values: list[Any] = []
-        for o in chunk:
-            values += [to_id(o.event_id) if to_id else o.event_id, o.attempt, o.status.value]
-            values += [o.result, o.error, o.retry_at, o.finished_at]
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        await conn.exec_driver_sql(_SETTLE_MANY.format(rows=rows), (now, *values, owner))
+        chunk = [
+            (o.event_id, o.attempt, o.status.value, o.result, o.error, o.retry_at, o.finished_at)
+            for o in outcomes[at : at + _SETTLE_ROWS]
+        ]
+        values = flat_values(conn.dialect, events, _SETTLED_AS, chunk)
+        statement = _SETTLE_MANY.format(rows=value_rows(len(_SETTLED_AS), len(chunk)))
+        await conn.exec_driver_sql(statement, (now, *values, owner))

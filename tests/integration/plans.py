@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.db.sqlite import database as sqlite_database
 
 
 async def query_plans(engine: AsyncEngine, call: Callable[[], Awaitable[object]]) -> list[str]:
@@ -52,17 +55,37 @@ def _rows_of_events(node: dict[str, Any]) -> int:
 async def statements_sent(
     engine: AsyncEngine, call: Callable[[], Awaitable[object]]
 ) -> list[tuple[str, Any]]:
-    """The queries (``SELECT``, ``UPDATE``, ``DELETE``) ``call`` sent, with their parameters."""
+    """The queries (``SELECT``, ``UPDATE``, ``DELETE``) ``call`` sent, with their parameters:
+    through SQLAlchemy, and on SQLite also straight to the driver (``SqliteDatabase.transact``)."""
     sent: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
             sent.append((statement, params))
 
+    transaction = sqlite_database._transaction
+
+    def noted(driver: Any, work: Callable[[Any], Any]) -> Any:
+        return transaction(driver, lambda db: work(_Noting(db, capture)))
+
     sa.event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    sqlite_database._transaction = noted
     try:
         await call()
     finally:
+        sqlite_database._transaction = transaction
         sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)
     assert sent, "the call ran no query"
     return sent
+
+
+class _Noting:
+    """A sqlite3 connection that hands each statement it runs to ``note`` first."""
+
+    def __init__(self, db: sqlite3.Connection, note: Callable[..., None]) -> None:
+        self._db = db
+        self._note = note
+
+    def execute(self, statement: str, params: Any = ()) -> sqlite3.Cursor:
+        self._note(None, None, statement, params)
+        return self._db.execute(statement, params)

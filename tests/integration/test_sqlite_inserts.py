@@ -1,12 +1,15 @@
 """On SQLite a group of new events, a batch of outcomes and their history are written a few
 dozen rows per statement: each statement SQLite runs (an ``executemany`` runs one per row) is a
 round of the GIL between its thread and the event loop's, which under load waits up to the
-interpreter's switch interval."""
+interpreter's switch interval. And each of those writes, and a claim, is one trip to SQLite's
+thread while the write lock is held."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.clock import now_ms
 from eventflow.db.rows import NewEvent, Outcome, Status
 from eventflow.db.sqlite import outcomes as sqlite_outcomes
+from eventflow.db.sqlite.database import SqliteDatabase
 from eventflow.db.stores import build_stores
 from eventflow.db.tables import users
 from eventflow.ids import new_id
@@ -29,15 +33,21 @@ async def _user(engine: AsyncEngine) -> str:
     return user
 
 
-def _executions(engine: AsyncEngine) -> list[str]:
-    """Every statement SQLite runs from now on, once per set of parameters (an
-    ``executemany`` runs its statement once per row)."""
+async def _executions(engine: AsyncEngine) -> list[str]:
+    """Every statement SQLite runs from now on, as SQLite itself traces them: once per run (an
+    ``executemany`` runs its statement once per row), whichever way it was sent."""
     ran: list[str] = []
 
-    def count(_c: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        ran.extend([statement] * (len(params) if many else 1))
+    def run(statement: str) -> None:
+        # Each trigger a statement sets off is traced with the statement's own text again.
+        if not ran or ran[-1] != statement:
+            ran.append(statement)
 
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(lambda driver: driver.set_trace_callback(run))
+
+    await engine.dispose()  # every connection from now on is a new one, traced
+    sa.event.listen(engine.sync_engine, "connect", trace)
     return ran
 
 
@@ -50,7 +60,7 @@ async def test_a_group_and_its_history_take_a_statement_per_few_dozen_rows(
     group = [
         NewEvent(new_id(), user, "A", f'{{"n": {n}}}', Status.QUEUED, at, at) for n in range(EVENTS)
     ]
-    ran = _executions(sqlite_engine)
+    ran = await _executions(sqlite_engine)
 
     await stores.ingest.insert_many(group)
     claimed = await stores.queue.claim_ids([e.id for e in group], "w", 30_000)
@@ -119,14 +129,52 @@ async def test_outcomes_and_their_history_commit_together(
     await stores.ingest.insert_many([event])
     (claimed,) = await stores.queue.claim_ids([event.id], "w", 30_000)
 
-    async def history_lost(*_: object) -> None:
-        raise RuntimeError("the history could not be written")
+    def history_lost(*_: object) -> list[tuple[str, tuple[()]]]:
+        # Fails in SQLite, after the outcome's UPDATE has run in the same transaction.
+        return [("INSERT INTO no_such_table VALUES (1)", ())]
 
-    monkeypatch.setattr(sqlite_outcomes, "insert_rows", history_lost)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(sqlite_outcomes, "insert_statements", history_lost)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
         await stores.outcomes.record_outcomes(
             "w", [Outcome(event.id, claimed.attempt, Status.COMPLETED, at, now_ms())]
         )
     row = await stores.reading.get(user, event.id)
     assert row is not None
     assert row.status == Status.PROCESSING, "the outcome went without its history"
+
+
+async def test_each_hot_write_holds_the_write_lock_for_one_trip(
+    sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's insert, a claim and a batch's outcomes each hold the write lock for one trip
+    to SQLite's thread: under load every trip waits for the event loop, and every other writer
+    waits for the lock."""
+    stores = build_stores(sqlite_engine)
+    user = await _user(sqlite_engine)
+    assert isinstance(stores.database, SqliteDatabase)
+    lock = stores.database._write_lock()
+    trips: list[str] = []
+    trip: Any = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if lock.locked():
+            trips.append(getattr(fn, "__name__", repr(fn)))
+        return await trip(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    at = now_ms()
+    group = [NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at) for _ in range(EVENTS)]
+
+    await stores.ingest.insert_many(group)
+    assert len(trips) == 1, f"a group's insert: {trips}"
+    claimed = await stores.queue.claim_due(EVENTS, "w", 30_000)
+    assert len(claimed) == EVENTS
+    assert len(trips) == 2, f"a claim: {trips[1:]}"
+    done = now_ms()
+    await stores.outcomes.record_outcomes(
+        "w", [Outcome(c.id, c.attempt, Status.COMPLETED, at, done, "{}") for c in claimed]
+    )
+    assert len(trips) == 3, f"a batch of outcomes: {trips[2:]}"
+    row = await stores.reading.get(user, group[0].id)
+    assert row is not None
+    assert (row.status, row.attempts) == (Status.COMPLETED, 1)

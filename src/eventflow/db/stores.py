@@ -23,6 +23,7 @@ from eventflow.db.spent_tickets import SqlSpentTickets
 from eventflow.db.sqlite.database import SqliteDatabase
 from eventflow.db.sqlite.ingest import SqliteIngest
 from eventflow.db.sqlite.outcomes import SqliteOutcomes
+from eventflow.db.sqlite.queue import SqliteQueue
 from eventflow.db.upkeep import UpkeepStore
 from eventflow.db.users import UserStore
 
@@ -61,7 +62,7 @@ def build_stores(engine: AsyncEngine) -> Stores:
         ingest, queue, outcomes = PostgresIngest(db), PostgresQueue(db), PostgresOutcomes(db)
     else:
         db = SqliteDatabase(engine)
-        ingest, queue, outcomes = SqliteIngest(db), QueueStore(db), SqliteOutcomes(db)
+        ingest, queue, outcomes = SqliteIngest(db), SqliteQueue(db), SqliteOutcomes(db)
     return Stores(
         database=db,
         ingest=ingest,

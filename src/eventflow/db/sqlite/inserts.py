@@ -14,6 +14,7 @@ the values (ids are stored as 32 hex digits), as SQLAlchemy would.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,13 +50,35 @@ def flat_values(
     ]
 
 
+#: A statement's text and its parameters, for ``run_statements``.
+Statement = tuple[str, Sequence[Any]]
+
+
+def insert_statements(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> list[Statement]:
+    """The inserts of ``rows``, each its values in ``columns`` order, in as few statements as
+    fit."""
+    into = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+    step = rows_per_statement(len(columns))
+    return [
+        (
+            into + value_rows(len(columns), len(rows[at : at + step])),
+            flat_values(dialect, table, columns, rows[at : at + step]),
+        )
+        for at in range(0, len(rows), step)
+    ]
+
+
 async def insert_rows(
     conn: AsyncConnection, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Insert ``rows``, each its values in ``columns`` order, in as few statements as fit."""
-    into = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
-    step = rows_per_statement(len(columns))
-    for at in range(0, len(rows), step):
-        chunk = rows[at : at + step]
-        values = flat_values(conn.dialect, table, columns, chunk)
-        await conn.exec_driver_sql(into + value_rows(len(columns), len(chunk)), tuple(values))
+    """``insert_statements`` run in ``conn``'s transaction."""
+    for sql, values in insert_statements(conn.dialect, table, columns, rows):
+        await conn.exec_driver_sql(sql, tuple(values))
+
+
+def run_statements(db: sqlite3.Connection, statements: Sequence[Statement]) -> None:
+    """Run ``statements`` one after another (in ``SqliteDatabase.transact``)."""
+    for sql, values in statements:
+        db.execute(sql, values)

@@ -3,15 +3,23 @@ transaction."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Dialect
 
 from eventflow.clock import now_ms
 from eventflow.db.outcomes import SETTLED_COLUMNS, EventOutcomes
 from eventflow.db.rows import Outcome
 from eventflow.db.sqlite.database import SqliteDatabase
-from eventflow.db.sqlite.inserts import flat_values, insert_rows, rows_per_statement, value_rows
+from eventflow.db.sqlite.inserts import (
+    Statement,
+    flat_values,
+    insert_statements,
+    rows_per_statement,
+    run_statements,
+    value_rows,
+)
 from eventflow.db.tables import attempts, events
 
 _HISTORY_COLUMNS = ("event_id", "number", "outcome", "error", "worker", "started_at", "finished_at")
@@ -54,18 +62,20 @@ class SqliteOutcomes(EventOutcomes):
             (o.event_id, o.attempt, o.status.value, o.error, owner, o.started_at, o.finished_at)
             for o in outcomes
         ]
-        now = now_ms()
-        async with self._db.write() as conn:
-            await _settle(conn, owner, now, outcomes)
-            await insert_rows(conn, attempts, _HISTORY_COLUMNS, history)
+        dialect = self._db.engine.dialect
+        statements = _settle(dialect, owner, now_ms(), outcomes)
+        statements += insert_statements(dialect, attempts, _HISTORY_COLUMNS, history)
+        await self._db.transact(functools.partial(run_statements, statements=statements))
 
 
-async def _settle(conn: AsyncConnection, owner: str, now: int, outcomes: Sequence[Outcome]) -> None:
+def _settle(dialect: Dialect, owner: str, now: int, outcomes: Sequence[Outcome]) -> list[Statement]:
+    statements: list[Statement] = []
     for at in range(0, len(outcomes), _SETTLE_ROWS):
         chunk = [
             (o.event_id, o.attempt, o.status.value, o.result, o.error, o.retry_at, o.finished_at)
             for o in outcomes[at : at + _SETTLE_ROWS]
         ]
-        values = flat_values(conn.dialect, events, _SETTLED_AS, chunk)
+        values = flat_values(dialect, events, _SETTLED_AS, chunk)
         statement = _SETTLE_MANY.format(rows=value_rows(len(_SETTLED_AS), len(chunk)))
-        await conn.exec_driver_sql(statement, (now, *values, owner))
+        statements.append((statement, (now, *values, owner)))
+    return statements

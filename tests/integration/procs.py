@@ -149,9 +149,16 @@ async def login(client: httpx.AsyncClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
+#: The ``application_name`` of the tests' own connections to PostgreSQL, so that a count of
+#: EventFlow's connections can leave them out.
+TESTS_APPLICATION = "eventflow-tests"
+
+
 async def fetch(database_url: str, sql: str, *args: Any) -> list[Any]:
     """Rows of one query, read straight from PostgreSQL (the system of record)."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(
+        database_url, server_settings={"application_name": TESTS_APPLICATION}
+    )
     try:
         return list(await conn.fetch(sql, *args))
     finally:

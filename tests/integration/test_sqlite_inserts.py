@@ -178,3 +178,38 @@ async def test_each_hot_write_holds_the_write_lock_for_one_trip(
     row = await stores.reading.get(user, group[0].id)
     assert row is not None
     assert (row.status, row.attempts) == (Status.COMPLETED, 1)
+
+
+async def test_a_connection_comes_back_to_the_pool_without_a_trip_unless_it_must(
+    sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool rolls back only a connection that comes back with a transaction open: the
+    usual return (SQLAlchemy ended its transaction, or ``transact`` committed) makes no trip to
+    SQLite's thread, which every caller would wait for."""
+    stores = build_stores(sqlite_engine)
+    user = await _user(sqlite_engine)
+    trips: list[str] = []
+    trip: Any = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await trip(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    at = now_ms()
+    await stores.ingest.insert_many([NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at)])
+    assert trips == ["_transaction"], "the transaction alone, no rollback on return"
+
+    # A connection given back in the middle of a transaction is still rolled back.
+    async with sqlite_engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.execute(
+            "UPDATE events SET type = 'B' WHERE user_id = ?", (user.replace("-", ""),)
+        )
+        assert driver.in_transaction
+    async with sqlite_engine.connect() as conn:
+        types = (await conn.exec_driver_sql("SELECT type FROM events")).scalars().all()
+    assert types == ["A"]
+    # And the write lock of the database is free again: another writer commits at once.
+    await stores.ingest.insert_many([NewEvent(new_id(), user, "A", "{}", Status.QUEUED, at, at)])

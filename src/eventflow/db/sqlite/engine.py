@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 from eventflow.errors import ConfigurationError
 from eventflow.private_files import private_dir, private_file, tighten
@@ -29,8 +30,13 @@ def create_sqlite_engine(url: str, pool_size: int, max_overflow: int) -> AsyncEn
         max_overflow=max_overflow,
         connect_args={"timeout": 30},
         hide_parameters=True,  # as on PostgreSQL: errors never quote payloads or hashes
+        # A connection comes back to the pool with nothing to roll back (SQLAlchemy ended its
+        # transaction, or SqliteDatabase.transact committed its own): _reset_if_open rolls back
+        # only the rest, without a trip to the connection's thread for every return.
+        pool_reset_on_return=None,
     )
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    event.listen(engine.sync_engine, "reset", _reset_if_open)
     return engine
 
 
@@ -68,3 +74,16 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _reset_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """Roll back a connection returned to the pool only if SQLite has a transaction open on it.
+
+    The pool's own reset rolls back every connection it gets back, a trip to the connection's
+    thread (aiosqlite) that the caller waits for; almost always there is nothing to undo.
+    """
+    if state.terminate_only or state.transaction_was_reset or not state.asyncio_safe:
+        return
+    # sqlite3 answers this from any thread (aiosqlite's own ``in_transaction`` reads it too).
+    if dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()

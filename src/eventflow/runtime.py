@@ -205,6 +205,8 @@ def make_worker(
             batch_size=settings.worker_batch_size,
             lease_ms=settings.lease_ms,
             handler_threads=settings.handler_threads,
+            claim_gather_s=stores.database.claim_gather_ms / 1000,
+            outcome_gather_s=stores.database.outcome_gather_ms / 1000,
         ),
         metrics=metrics,
     )

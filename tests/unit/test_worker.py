@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow.broker.memory import MemoryBroker
 from eventflow.broker.sql import SqlBroker
 from eventflow.clock import now_ms
+from eventflow.config import Settings
+from eventflow.db.engine import create_engine
 from eventflow.db.memory import MemoryEvents
+from eventflow.db.postgres.database import PostgresDatabase
 from eventflow.db.rows import ClaimedEvent, NewEvent, Outcome, Status
+from eventflow.db.sqlite.database import SqliteDatabase
+from eventflow.db.stores import build_stores
 from eventflow.ids import new_id
 from eventflow.metrics import Metrics
+from eventflow.runtime import make_worker
 from eventflow.worker.handlers import EventContext, HandlerResult, builtin_registry
 from eventflow.worker.retry import RetryPolicy
 from eventflow.worker.runner import Worker, WorkerOptions
@@ -184,3 +193,43 @@ async def test_outcomes_are_counted_by_type_once_written() -> None:
     assert families[("eventflow_worker_stage_seconds_count", None, "handler")] == 22
     assert families[("eventflow_worker_stage_seconds_count", None, "claim")] >= 1
     assert families[("eventflow_worker_stage_seconds_count", None, "outcome_write")] >= 1
+
+
+async def test_small_claims_and_outcome_writes_wait_the_gathering_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a small claim the worker waits ``claim_gather_s`` before it claims again, and its
+    outcomes gather for ``outcome_gather_s`` before they are written: the windows are the
+    options', which the database picks (SQLite's are longer)."""
+    asked: list[float] = []
+    sleep = asyncio.sleep
+
+    async def noted(delay: float, *args: Any) -> Any:
+        asked.append(delay)
+        return await sleep(delay, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", noted)
+    broker, store = MemoryBroker(), FakeStore()
+    broker.put(*[_claimed(i) for i in range(3)])
+    options = WorkerOptions(claim_gather_s=0.0123, outcome_gather_s=0.0045)
+    worker = Worker(broker, store, store, builtin_registry(), options)
+    await _drain(broker, store, 3, worker)
+    assert 0.0123 in asked, "a claim of 3 of 512 waits for more to gather"
+    assert 0.0045 in asked, "outcomes gather before their write"
+    assert not {0.005, 0.002} & set(asked), "no window of its own beside the options'"
+
+
+async def test_the_database_picks_the_worker_s_gathering_windows(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    try:
+        stores = build_stores(engine)
+        settings = Settings(data_dir=tmp_path, jwt_secret="s" * 64)
+        worker = make_worker(settings, MemoryBroker(), stores, builtin_registry())
+    finally:
+        await engine.dispose()
+    assert isinstance(stores.database, SqliteDatabase)
+    assert worker._options.claim_gather_s == SqliteDatabase.claim_gather_ms / 1000 == 0.03
+    assert worker._options.outcome_gather_s == SqliteDatabase.outcome_gather_ms / 1000 == 0.01
+    # PostgreSQL keeps the short windows: its claims and outcome writes do not take turns with
+    # ingestion's commits.
+    assert (PostgresDatabase.claim_gather_ms, PostgresDatabase.outcome_gather_ms) == (5.0, 2.0)

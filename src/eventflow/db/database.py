@@ -27,6 +27,10 @@ class Database(ABC):
     group_commits_in_flight: int
     #: Events retention deletes per transaction, by default (``EVENTFLOW_RETENTION_BATCH``).
     retention_batch: int
+    #: How long a worker waits after claiming a small batch before it claims again, and how long
+    #: its outcomes gather before they are written (worker/runner.py).
+    claim_gather_ms: float = 5.0
+    outcome_gather_ms: float = 2.0
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -21,8 +21,6 @@ from eventflow.worker.threads import HandlerThreads
 
 log = logging.getLogger(__name__)
 
-_OUTCOME_FLUSH_S = 0.002
-_CLAIM_GATHER_S = 0.005
 _SHUTDOWN_WRITE_TRIES = 5
 _CANCEL_WAIT_S = 1.0
 
@@ -49,6 +47,11 @@ class WorkerOptions:
     claim_wait_s: float = 1.0
     # Threads for synchronous handlers, started only as they are needed.
     handler_threads: int = 32
+    # When work trickles in, how long a claim waits after a small batch, and how long outcomes
+    # gather before they are written: fewer, larger transactions (the database picks them,
+    # ``Database.claim_gather_ms`` and ``outcome_gather_ms``).
+    claim_gather_s: float = 0.005
+    outcome_gather_s: float = 0.002
 
 
 def worker_name() -> str:
@@ -158,7 +161,7 @@ class Worker:
             if 0 < len(claimed) < opts.batch_size // 4:
                 # Work trickles in: let a little more gather, so that claims and outcome writes
                 # stay batches rather than a statement for every few events.
-                await asyncio.sleep(_CLAIM_GATHER_S)
+                await asyncio.sleep(opts.claim_gather_s)
 
     def _settled(self, event: ClaimedEvent, outcome: Outcome) -> None:
         # Timed from the outcome's own clock readings: every way an attempt ends (a return, an
@@ -178,7 +181,7 @@ class Worker:
                 self._done_signal.clear()
                 await self._done_signal.wait()
                 continue
-            await asyncio.sleep(_OUTCOME_FLUSH_S)
+            await asyncio.sleep(self._options.outcome_gather_s)
             batch, self._done = self._done, []
             self._done_signal.clear()
             await self._write(batch)

@@ -38,8 +38,9 @@ class SqliteDatabase(Database):
     retention_batch = 200
     # Every claim and every outcome write is a turn of the one writer that ingestion waits for
     # too, so the worker beside ingestion gathers longer than on PostgreSQL and takes fewer,
-    # larger turns. Measured with `make bench` in four alternating pairs (docs/performance.md):
-    # embedded ingest-single +25 % on average, the paced end-to-end p99 about 45 ms.
+    # larger turns. Measured with `make bench` in four alternating pairs on a 2-vCPU AMD EPYC VM
+    # (docs/performance.md): embedded ingest-single +25 % on average, the paced end-to-end p99
+    # about 45 ms.
     claim_gather_ms = 30.0
     outcome_gather_ms = 10.0
 

@@ -37,6 +37,7 @@ from bench.report import (
     HISTORY,
     RunResult,
     ScenarioResult,
+    cpu_table,
     results_json,
     results_table,
     stages_table,
@@ -238,9 +239,10 @@ def main(
     if not out.is_terminal:
         out = Console(width=200)
     out.print(results_table(outcome.results, title))
-    stages = stages_table(outcome.results)
-    if stages is not None:
-        out.print(stages)
+    cpus = meta["machine"]["cpus"] or 1
+    for table in (stages_table(outcome.results), cpu_table(outcome.results, cpus)):
+        if table is not None:
+            out.print(table)
     for result in outcome.results:
         if result.scenario == HISTORY:
             out.print(history_table(result.mode, result.median_run.details["history"]))
@@ -248,7 +250,7 @@ def main(
     for failure in outcome.failures:
         err.print(f"[red]FAILED[/] {failure.mode} · {failure.scenario}: {failure.error}")
     if json_path is not None:
-        report = results_json(outcome.results, meta)
+        report = results_json(outcome.results, meta, cpus)
         report["failures"] = [asdict(f) for f in outcome.failures]
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         err.print(f"JSON written to {json_path}")

@@ -207,6 +207,7 @@ def make_worker(
             handler_threads=settings.handler_threads,
             claim_gather_s=stores.database.claim_gather_ms / 1000,
             outcome_gather_s=stores.database.outcome_gather_ms / 1000,
+            claims_in_flight=stores.database.claims_in_flight,
         ),
         metrics=metrics,
     )

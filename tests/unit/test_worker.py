@@ -142,6 +142,70 @@ async def test_next_batch_runs_while_outcomes_commit_but_stays_bounded() -> None
     await worker.stop()
 
 
+class SlowClaims(MemoryBroker):
+    """Each claim takes a moment, as a claim of many rows does; notes what was asked, and how
+    many claims were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+        self.running = 0
+        self.overlapping = 0
+
+    async def claim(
+        self, limit: int, owner: str, lease_ms: int, wait_s: float
+    ) -> list[ClaimedEvent]:
+        self.asked.append(limit)
+        self.running += 1
+        self.overlapping = max(self.overlapping, self.running)
+        try:
+            await asyncio.sleep(0.02)
+            return await super().claim(limit, owner, lease_ms, wait_s)
+        finally:
+            self.running -= 1
+
+
+async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_claimed() -> None:
+    """With work plentiful, the database gets the next claim while the last is still running,
+    each for its share of the batch size; the handler slots they hold together stay within
+    ``concurrency``."""
+    running = peak = 0
+
+    async def counted(event: EventContext) -> HandlerResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        return None
+
+    registry = builtin_registry()
+    registry.add("COUNTED", counted)
+    broker, store = SlowClaims(), FakeStore()
+    broker.put(*[_claimed(i, "COUNTED") for i in range(200)])
+    options = WorkerOptions(concurrency=16, batch_size=16, claims_in_flight=2)
+    await _drain(broker, store, 200, Worker(broker, store, store, registry, options))
+    assert broker.overlapping == 2, "a second claim ran beside the first"
+    assert max(broker.asked) == 8, "each claim asks for its share of the batch size"
+    assert peak <= 16
+
+
+async def test_a_trickle_is_claimed_one_claim_at_a_time() -> None:
+    """Claims that come back nearly empty are not doubled: one at a time, as before."""
+    broker, store = SlowClaims(), FakeStore()
+    options = WorkerOptions(concurrency=512, batch_size=512, claims_in_flight=2)
+    worker = Worker(broker, store, store, builtin_registry(), options)
+    await worker.start()
+    for i in range(10):
+        broker.put(_claimed(i))
+        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while len(store.outcomes) < 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
+    await worker.stop()
+    assert broker.overlapping == 1
+
+
 async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
     store = MemoryEvents()
     now = now_ms()
@@ -230,6 +294,9 @@ async def test_the_database_picks_the_worker_s_gathering_windows(tmp_path: Path)
     assert isinstance(stores.database, SqliteDatabase)
     assert worker._options.claim_gather_s == SqliteDatabase.claim_gather_ms / 1000 == 0.03
     assert worker._options.outcome_gather_s == SqliteDatabase.outcome_gather_ms / 1000 == 0.01
+    # SQLite has one writer: a second claim would only queue behind the first.
+    assert worker._options.claims_in_flight == SqliteDatabase.claims_in_flight == 1
+    assert PostgresDatabase.claims_in_flight == 2
     # PostgreSQL keeps the short windows: its claims and outcome writes do not take turns with
     # ingestion's commits.
     assert (PostgresDatabase.claim_gather_ms, PostgresDatabase.outcome_gather_ms) == (5.0, 2.0)

@@ -31,6 +31,10 @@ class Database(ABC):
     #: its outcomes gather before they are written (worker/runner.py).
     claim_gather_ms: float = 5.0
     outcome_gather_ms: float = 2.0
+    #: Claims a busy worker keeps in flight at once, each for its share of the batch size: a
+    #: database that runs statements side by side works on the next batch while the last one
+    #: is still being claimed.
+    claims_in_flight: int = 2
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

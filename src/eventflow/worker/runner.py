@@ -52,6 +52,9 @@ class WorkerOptions:
     # ``Database.claim_gather_ms`` and ``outcome_gather_ms``).
     claim_gather_s: float = 0.005
     outcome_gather_s: float = 0.002
+    # Claims in flight at once while work is plentiful, each for ``batch_size`` divided among
+    # them; one at a time while it trickles in (``Database.claims_in_flight``).
+    claims_in_flight: int = 1
 
 
 def worker_name() -> str:
@@ -91,6 +94,11 @@ class Worker:
         self._done: list[tuple[ClaimedEvent, Outcome]] = []
         self._done_signal = asyncio.Event()
         self._capacity = asyncio.Event()
+        # Claims in flight, the handler slots they hold, and whether the last claim came back
+        # well filled (more than one claim runs at once only then).
+        self._claims: set[asyncio.Task[None]] = set()
+        self._claiming = 0
+        self._plenty = False
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self.processed = 0
@@ -132,36 +140,62 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         opts = self._options
+        share = max(1, opts.batch_size // opts.claims_in_flight)
         while not self._stopping.is_set():
             # Handler slots free up when a handler returns, not when its outcome is written, so
             # the next batch is claimed while the last one's outcomes commit; events waiting for
-            # that write are bounded by a second ``concurrency``.
-            free = min(
-                opts.concurrency - len(self._attempts.running),
-                2 * opts.concurrency - len(self._inflight),
+            # that write are bounded by a second ``concurrency``. Claims still in flight hold
+            # their share of both.
+            free = (
+                min(
+                    opts.concurrency - len(self._attempts.running),
+                    2 * opts.concurrency - len(self._inflight),
+                )
+                - self._claiming
             )
-            if free <= 0:
+            # A second claim is worth its statement only while claims come back well filled.
+            room = opts.claims_in_flight if self._plenty else 1
+            if free <= 0 or len(self._claims) >= room:
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
-            asked = perf_counter()
-            try:
-                claimed = await self._broker.claim(
-                    min(free, opts.batch_size), self.name, opts.lease_ms, opts.claim_wait_s
-                )
-            except Exception as exc:
-                log.warning("claim failed, retrying in 1 s: %r", exc)
-                await _sleep_unless(self._stopping, 1.0)
-                continue
-            if claimed:
-                self._claim_seconds.observe(perf_counter() - asked)
-            for event in claimed:
-                self._inflight[event.id] = event
-                self._attempts.start(event)
-            if 0 < len(claimed) < opts.batch_size // 4:
-                # Work trickles in: let a little more gather, so that claims and outcome writes
-                # stay batches rather than a statement for every few events.
-                await asyncio.sleep(opts.claim_gather_s)
+            asked = min(free, share)
+            self._claiming += asked
+            task = asyncio.create_task(self._claim(asked, share))
+            self._claims.add(task)
+            task.add_done_callback(self._claim_finished)
+        await asyncio.gather(*self._claims, return_exceptions=True)
+
+    def _claim_finished(self, task: asyncio.Task[None]) -> None:
+        self._claims.discard(task)
+        self._capacity.set()  # its place among the claims in flight is free
+
+    async def _claim(self, asked: int, share: int) -> None:
+        opts = self._options
+        started = perf_counter()
+        try:
+            claimed = await self._broker.claim(asked, self.name, opts.lease_ms, opts.claim_wait_s)
+        except Exception as exc:
+            self._release_claim(asked)
+            log.warning("claim failed, retrying in 1 s: %r", exc)
+            await _sleep_unless(self._stopping, 1.0)
+            return
+        if claimed:
+            self._claim_seconds.observe(perf_counter() - started)
+        # The claim's events hold handler slots from here on, in place of its reservation.
+        self._release_claim(asked)
+        for event in claimed:
+            self._inflight[event.id] = event
+            self._attempts.start(event)
+        self._plenty = len(claimed) >= share // 4
+        if 0 < len(claimed) < share // 4:
+            # Work trickles in: let a little more gather, so that claims and outcome writes
+            # stay batches rather than a statement for every few events.
+            await asyncio.sleep(opts.claim_gather_s)
+
+    def _release_claim(self, asked: int) -> None:
+        self._claiming -= asked
+        self._capacity.set()
 
     def _settled(self, event: ClaimedEvent, outcome: Outcome) -> None:
         # Timed from the outcome's own clock readings: every way an attempt ends (a return, an

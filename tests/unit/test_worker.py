@@ -80,25 +80,31 @@ async def test_outcomes_are_recorded_then_settled() -> None:
     assert sorted(broker.settled) == sorted(by_id)
 
 
-async def test_concurrency_limit_is_respected() -> None:
-    running = 0
-    peak = 0
+class Overlap:
+    """A handler that takes ``seconds`` and notes the most attempts that ran at once."""
 
-    async def slow(event: EventContext) -> HandlerResult:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.01)
-        running -= 1
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0
+
+    async def __call__(self, event: EventContext) -> HandlerResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
         return None
 
+
+async def test_concurrency_limit_is_respected() -> None:
+    slow = Overlap(0.01)
     registry = builtin_registry()
     registry.add("SLOW", slow)
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i, "SLOW") for i in range(40)])
     worker = Worker(broker, store, store, registry, WorkerOptions(concurrency=4))
     await _drain(broker, store, 40, worker)
-    assert peak == 4
+    assert slow.peak == 4
 
 
 class GatedStore(FakeStore):
@@ -169,16 +175,7 @@ async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_cl
     """With work plentiful, the database gets the next claim while the last is still running,
     each for its share of the batch size; the handler slots they hold together stay within
     ``concurrency``."""
-    running = peak = 0
-
-    async def counted(event: EventContext) -> HandlerResult:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.005)
-        running -= 1
-        return None
-
+    counted = Overlap(0.005)
     registry = builtin_registry()
     registry.add("COUNTED", counted)
     broker, store = SlowClaims(), FakeStore()
@@ -187,7 +184,7 @@ async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_cl
     await _drain(broker, store, 200, Worker(broker, store, store, registry, options))
     assert broker.overlapping == 2, "a second claim ran beside the first"
     assert max(broker.asked) == 8, "each claim asks for its share of the batch size"
-    assert peak <= 16
+    assert counted.peak <= 16
 
 
 async def test_a_trickle_is_claimed_one_claim_at_a_time() -> None:

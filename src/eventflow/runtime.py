@@ -208,6 +208,7 @@ def make_worker(
             claim_gather_s=stores.database.claim_gather_ms / 1000,
             outcome_gather_s=stores.database.outcome_gather_ms / 1000,
             claims_in_flight=stores.database.claims_in_flight,
+            outcome_writes_in_flight=stores.database.outcome_writes_in_flight,
         ),
         metrics=metrics,
     )

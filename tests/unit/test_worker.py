@@ -64,6 +64,21 @@ async def _drain(broker: MemoryBroker, store: FakeStore, expected: int, worker: 
     await worker.stop()
 
 
+async def _trickle(
+    broker: MemoryBroker, store: FakeStore, options: WorkerOptions, count: int, every_s: float
+) -> None:
+    """Events arrive one at a time, ``every_s`` apart, while a worker runs; then it stops."""
+    worker = Worker(broker, store, store, builtin_registry(), options)
+    await worker.start()
+    for i in range(count):
+        broker.put(_claimed(i))
+        await asyncio.sleep(every_s)
+    async with asyncio.timeout(10):
+        while len(store.outcomes) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
+    await worker.stop()
+
+
 async def test_outcomes_are_recorded_then_settled() -> None:
     broker, store = MemoryBroker(), FakeStore()
     broker.put(*[_claimed(i) for i in range(50)])
@@ -80,19 +95,31 @@ async def test_outcomes_are_recorded_then_settled() -> None:
     assert sorted(broker.settled) == sorted(by_id)
 
 
-class Overlap:
-    """A handler that takes ``seconds`` and notes the most attempts that ran at once."""
+class InFlight:
+    """Counts what runs inside it, and the most that ran at once."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.running = 0
+    def __init__(self) -> None:
+        self.now = 0
         self.peak = 0
 
+    def __enter__(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        self.now -= 1
+
+
+class Overlap(InFlight):
+    """A handler that takes ``seconds``, noting the most attempts that ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
     async def __call__(self, event: EventContext) -> HandlerResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        await asyncio.sleep(self.seconds)
-        self.running -= 1
+        with self:
+            await asyncio.sleep(self.seconds)
         return None
 
 
@@ -155,20 +182,15 @@ class SlowClaims(MemoryBroker):
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[int] = []
-        self.running = 0
-        self.overlapping = 0
+        self.in_flight = InFlight()
 
     async def claim(
         self, limit: int, owner: str, lease_ms: int, wait_s: float
     ) -> list[ClaimedEvent]:
         self.asked.append(limit)
-        self.running += 1
-        self.overlapping = max(self.overlapping, self.running)
-        try:
+        with self.in_flight:
             await asyncio.sleep(0.02)
             return await super().claim(limit, owner, lease_ms, wait_s)
-        finally:
-            self.running -= 1
 
 
 async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_claimed() -> None:
@@ -182,7 +204,7 @@ async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_cl
     broker.put(*[_claimed(i, "COUNTED") for i in range(200)])
     options = WorkerOptions(concurrency=16, batch_size=16, claims_in_flight=2)
     await _drain(broker, store, 200, Worker(broker, store, store, registry, options))
-    assert broker.overlapping == 2, "a second claim ran beside the first"
+    assert broker.in_flight.peak == 2, "a second claim ran beside the first"
     assert max(broker.asked) == 8, "each claim asks for its share of the batch size"
     assert counted.peak <= 16
 
@@ -190,17 +212,42 @@ async def test_a_busy_worker_claims_its_next_batches_while_one_is_still_being_cl
 async def test_a_trickle_is_claimed_one_claim_at_a_time() -> None:
     """Claims that come back nearly empty are not doubled: one at a time, as before."""
     broker, store = SlowClaims(), FakeStore()
-    options = WorkerOptions(concurrency=512, batch_size=512, claims_in_flight=2)
-    worker = Worker(broker, store, store, builtin_registry(), options)
-    await worker.start()
-    for i in range(10):
-        broker.put(_claimed(i))
-        await asyncio.sleep(0.01)
-    async with asyncio.timeout(10):
-        while len(store.outcomes) < 10:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # polling a fake: there is no event to wait on
-    await worker.stop()
-    assert broker.overlapping == 1
+    await _trickle(broker, store, WorkerOptions(claims_in_flight=2), 10, every_s=0.01)
+    assert broker.in_flight.peak == 1
+
+
+class SlowWrites(FakeStore):
+    """Each outcome write takes a moment, as a commit of many rows does; notes the sizes of the
+    writes, and how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self.in_flight = InFlight()
+
+    async def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> None:
+        self.sizes.append(len(outcomes))
+        with self.in_flight:
+            await asyncio.sleep(0.03)
+            await super().record_outcomes(owner, outcomes)
+
+
+async def test_outcomes_piling_up_get_a_second_write_beside_the_one_in_flight() -> None:
+    # Claims quicker than writes: a batch is done while the last one is still being written.
+    broker, store = SlowClaims(), SlowWrites()
+    broker.put(*[_claimed(i) for i in range(400)])
+    options = WorkerOptions(concurrency=32, batch_size=32, outcome_writes_in_flight=2)
+    await _drain(broker, store, 400, Worker(broker, store, store, builtin_registry(), options))
+    assert store.in_flight.peak == 2
+    assert sorted(o.event_id for o in store.outcomes) == sorted(f"e{i}" for i in range(400))
+
+
+async def test_a_trickle_of_outcomes_waits_for_the_write_in_flight() -> None:
+    """A few outcomes are not worth a second statement: they join the next write."""
+    broker, store = MemoryBroker(), SlowWrites()
+    await _trickle(broker, store, WorkerOptions(outcome_writes_in_flight=2), 20, every_s=0.005)
+    assert store.in_flight.peak == 1
+    assert len(store.sizes) < 20, "outcomes that arrived during a write joined the next one"
 
 
 async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
@@ -294,6 +341,8 @@ async def test_the_database_picks_the_worker_s_gathering_windows(tmp_path: Path)
     # SQLite has one writer: a second claim would only queue behind the first.
     assert worker._options.claims_in_flight == SqliteDatabase.claims_in_flight == 1
     assert PostgresDatabase.claims_in_flight == 2
+    assert worker._options.outcome_writes_in_flight == SqliteDatabase.outcome_writes_in_flight == 1
+    assert PostgresDatabase.outcome_writes_in_flight == 2
     # PostgreSQL keeps the short windows: its claims and outcome writes do not take turns with
     # ingestion's commits.
     assert (PostgresDatabase.claim_gather_ms, PostgresDatabase.outcome_gather_ms) == (5.0, 2.0)

@@ -35,6 +35,9 @@ class Database(ABC):
     #: database that runs statements side by side works on the next batch while the last one
     #: is still being claimed.
     claims_in_flight: int = 2
+    #: Outcome writes a worker keeps in flight at once while outcomes pile up faster than one
+    #: write at a time commits them.
+    outcome_writes_in_flight: int = 2
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -55,6 +55,9 @@ class WorkerOptions:
     # Claims in flight at once while work is plentiful, each for ``batch_size`` divided among
     # them; one at a time while it trickles in (``Database.claims_in_flight``).
     claims_in_flight: int = 1
+    # Outcome writes in flight at once while outcomes pile up
+    # (``Database.outcome_writes_in_flight``).
+    outcome_writes_in_flight: int = 1
 
 
 def worker_name() -> str:
@@ -99,6 +102,9 @@ class Worker:
         self._claims: set[asyncio.Task[None]] = set()
         self._claiming = 0
         self._plenty = False
+        # Outcome writes in flight, and the outcomes worth a second one beside them.
+        self._writes: set[asyncio.Task[None]] = set()
+        self._worth_a_write = max(2, options.batch_size // 4)
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self.processed = 0
@@ -144,12 +150,12 @@ class Worker:
         while not self._stopping.is_set():
             # Handler slots free up when a handler returns, not when its outcome is written, so
             # the next batch is claimed while the last one's outcomes commit; events waiting for
-            # that write are bounded by a second ``concurrency``. Claims still in flight hold
-            # their share of both.
+            # those writes are bounded by another ``concurrency`` per write in flight. Claims
+            # still in flight hold their share of both.
             free = (
                 min(
                     opts.concurrency - len(self._attempts.running),
-                    2 * opts.concurrency - len(self._inflight),
+                    (1 + opts.outcome_writes_in_flight) * opts.concurrency - len(self._inflight),
                 )
                 - self._claiming
             )
@@ -204,21 +210,41 @@ class Worker:
         self._metrics.handler_stage.observe(seconds)
         self._metrics.handler_seconds(event.type).observe(seconds)
         self._done.append((event, outcome))
-        self._done_signal.set()
+        # The outcome loop waits for the first outcome, or, with a write in flight, for enough
+        # to make a second one worth its statement: waking it for every outcome would cost a
+        # turn of the event loop per event.
+        if len(self._done) in (1, self._worth_a_write):
+            self._done_signal.set()
         self._capacity.set()
 
     async def _outcome_loop(self) -> None:
+        opts = self._options
         while True:
             if not self._done:
                 if self._stopping.is_set() and not self._attempts.running:
-                    return
+                    break
                 self._done_signal.clear()
                 await self._done_signal.wait()
                 continue
-            await asyncio.sleep(self._options.outcome_gather_s)
+            if self._writes and (
+                len(self._writes) >= opts.outcome_writes_in_flight
+                or len(self._done) < self._worth_a_write
+            ):
+                # Join the next write once one in flight has committed.
+                self._done_signal.clear()
+                await self._done_signal.wait()
+                continue
+            await asyncio.sleep(opts.outcome_gather_s)
             batch, self._done = self._done, []
             self._done_signal.clear()
-            await self._write(batch)
+            task = asyncio.create_task(self._write(batch))
+            self._writes.add(task)
+            task.add_done_callback(self._write_finished)
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _write_finished(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        self._done_signal.set()
 
     async def _write(self, batch: list[tuple[ClaimedEvent, Outcome]]) -> None:
         events = [event for event, _ in batch]

@@ -43,8 +43,9 @@ class SqliteDatabase(Database):
     # about 45 ms.
     claim_gather_ms = 30.0
     outcome_gather_ms = 10.0
-    # One writer: a second claim would only wait for the first.
+    # One writer: a second claim or outcome write would only wait for the first.
     claims_in_flight = 1
+    outcome_writes_in_flight = 1
 
     @asynccontextmanager
     async def migrating(self) -> AsyncIterator[AsyncConnection]:

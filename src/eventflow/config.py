@@ -125,7 +125,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         512, ge=1, le=10_000, description="Handlers running at once per worker process"
     )
-    worker_batch_size: int = Field(512, ge=1, le=5000, description="Events claimed per round trip")
+    worker_batch_size: int = Field(
+        512,
+        ge=1,
+        le=5000,
+        description="Events claimed at a time (on PostgreSQL, in two claims of half as many)",
+    )
     lease_ms: int = Field(
         30_000,
         ge=500,

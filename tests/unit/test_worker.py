@@ -250,6 +250,27 @@ async def test_a_trickle_of_outcomes_waits_for_the_write_in_flight() -> None:
     assert len(store.sizes) < 20, "outcomes that arrived during a write joined the next one"
 
 
+async def test_a_claim_that_breaks_unexpectedly_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Database errors are retried inside a claim; anything else ends that claim, and says so
+    in the log rather than only when the task is collected."""
+    broker, store = MemoryBroker(), FakeStore()
+    broker.put(_claimed(1))
+    worker = Worker(broker, store, store, builtin_registry(), WorkerOptions())
+
+    def broken(event: ClaimedEvent) -> None:
+        raise RuntimeError("a bug")
+
+    worker._attempts.start = broken  # type: ignore[method-assign]
+    await worker.start()
+    async with asyncio.timeout(5):
+        while "unexpected error" not in caplog.text:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polling the log: there is no event to wait on
+    await worker.stop()
+    assert (
+        f"claim:{worker.name} ended with an unexpected error: RuntimeError('a bug')" in caplog.text
+    )
+
+
 async def test_a_worker_on_the_memory_store_settles_every_event() -> None:
     store = MemoryEvents()
     now = now_ms()

@@ -167,7 +167,7 @@ class Worker:
                 continue
             asked = min(free, share)
             self._claiming += asked
-            task = asyncio.create_task(self._claim(asked, share))
+            task = asyncio.create_task(self._claim(asked, share), name=f"claim:{self.name}")
             self._claims.add(task)
             task.add_done_callback(self._claim_finished)
         await asyncio.gather(*self._claims, return_exceptions=True)
@@ -175,6 +175,7 @@ class Worker:
     def _claim_finished(self, task: asyncio.Task[None]) -> None:
         self._claims.discard(task)
         self._capacity.set()  # its place among the claims in flight is free
+        _report_failure(task)
 
     async def _claim(self, asked: int, share: int) -> None:
         opts = self._options
@@ -237,7 +238,7 @@ class Worker:
             await asyncio.sleep(opts.outcome_gather_s)
             batch, self._done = self._done, []
             self._done_signal.clear()
-            task = asyncio.create_task(self._write(batch))
+            task = asyncio.create_task(self._write(batch), name=f"outcomes:{self.name}")
             self._writes.add(task)
             task.add_done_callback(self._write_finished)
         await asyncio.gather(*self._writes, return_exceptions=True)
@@ -245,6 +246,7 @@ class Worker:
     def _write_finished(self, task: asyncio.Task[None]) -> None:
         self._writes.discard(task)
         self._done_signal.set()
+        _report_failure(task)
 
     async def _write(self, batch: list[tuple[ClaimedEvent, Outcome]]) -> None:
         events = [event for event, _ in batch]
@@ -290,6 +292,13 @@ class Worker:
                 await self._leases.renew_leases(self.name, ids, self._options.lease_ms)
             except Exception as exc:
                 log.warning("renewing %d leases failed: %r", len(ids), exc)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """Log what ended a claim or an outcome write unexpectedly (the database's own errors are
+    retried inside them): a task's exception is otherwise only seen when it is collected."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s ended with an unexpected error: %r", task.get_name(), exc)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -260,6 +260,9 @@ def test_the_panel_works_from_the_keyboard_and_reports_api_errors(
     page.keyboard.press("Enter")
     page.keyboard.press("Tab")
     expect(dialog.get_by_role("button", name="Revoke key")).to_be_focused()
+    # The cancel's "close" event arriving only now, as a browser busy with input may deliver it:
+    # the dialog still revokes the key it asks about.
+    dialog.evaluate("d => d.dispatchEvent(new Event('close'))")
     page.keyboard.press("Enter")
     expect(dashboard.toast("Key not revoked")).to_contain_text("No active API key")
     expect(dashboard.key_item("keyboard-app")).to_have_count(0)

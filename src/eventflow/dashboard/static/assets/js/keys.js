@@ -142,10 +142,13 @@ export function mountKeys({ api }) {
     dialog.showModal();
   }
 
+  // A dialog's "close" event comes a task after it closes, and a browser busy with input may run
+  // it after the dialog has been opened again: a late close of a cancel must leave alone the key
+  // the dialog now asks about. Only a "yes" takes the key.
   dialog.addEventListener("close", async () => {
+    if (dialog.returnValue !== "yes" || !revoking) return;
     const key = revoking;
     revoking = null;
-    if (!key || dialog.returnValue !== "yes") return;
     try {
       await api.delete(`/api/v1/keys/${encodeURIComponent(key.id)}`);
       toast("Key revoked", { detail: `${key.name} (${key.prefix}…)` });

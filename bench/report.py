@@ -59,15 +59,12 @@ class RunResult:
 
     def cpu_us_by_process(self) -> dict[str, float]:
         """CPU µs per event of each process of the run: EventFlow's, its services' and wrk's."""
-        if self.events_per_s <= 0:
-            return {}
-        found = {
-            role: u.cpu_percent / 100 * 1e6 / self.events_per_s for role, u in self.usage.items()
-        }
+        percents = {role: u.cpu_percent for role, u in self.usage.items()}
         wrk = self.details.get("wrk")
         if wrk and wrk.get("duration_s"):
-            found[WRK] = wrk["wrk_cpu_s"] / wrk["duration_s"] * 1e6 / self.events_per_s
-        return found
+            percents[WRK] = 100 * wrk["wrk_cpu_s"] / wrk["duration_s"]
+        found = {role: _per_event(p, self.events_per_s) for role, p in percents.items()}
+        return {role: us for role, us in found.items() if us is not None}
 
     def events_per_s_at_full_cpu(self, cpus: int) -> float | None:
         """The rate if all ``cpus`` did nothing but this run's work, at its CPU per event: an
@@ -91,9 +88,7 @@ class RunResult:
             "peak_rss_mb": self.peak_rss_mb,
             "cpu_us_per_event": self.cpu_us_per_event,
             "services_cpu_us_per_event": self.services_cpu_us_per_event,
-            "cpu_us_per_event_by_process": {
-                role: round(us, 1) for role, us in self.cpu_us_by_process().items()
-            },
+            "cpu_us_per_event_by_process": self.cpu_us_by_process(),
             "others_cpu_percent": self.others_cpu_percent,
             "usage": {
                 role: {
@@ -425,13 +420,15 @@ def cpu_table(results: Sequence[ScenarioResult], cpus: int) -> Table | None:
     for result in rows:
         spent = result.median_run.cpu_us_by_process()
         bound = result.of_ceiling_at_full_cpu(ceiling, cpus)
-        within = [
-            f"{marks[bound >= t.ratio]} {t.label}"
-            for t in TARGETS
-            if t.ratio is not None
-            and (t.mode, t.scenario) == (result.mode, result.scenario)
-            and bound is not None
-        ]
+        within = (
+            []
+            if bound is None
+            else [
+                f"{marks[bound >= t.ratio]} {t.label}"
+                for t in TARGETS
+                if t.ratio is not None and (t.mode, t.scenario) == (result.mode, result.scenario)
+            ]
+        )
         table.add_row(
             result.mode,
             result.scenario,

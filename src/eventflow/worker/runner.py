@@ -194,8 +194,9 @@ class Worker:
         for event in claimed:
             self._inflight[event.id] = event
             self._attempts.start(event)
-        self._plenty = len(claimed) >= share // 4
-        if 0 < len(claimed) < share // 4:
+        few = len(claimed) < share // 4
+        self._plenty = not few
+        if claimed and few:
             # Work trickles in: let a little more gather, so that claims and outcome writes
             # stay batches rather than a statement for every few events.
             await asyncio.sleep(opts.claim_gather_s)
